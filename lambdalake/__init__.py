@@ -1,0 +1,3 @@
+"""lambdalake: lambda-architecture analytics platform."""
+
+__version__ = "0.1.0"
