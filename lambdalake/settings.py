@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         description="If set, only these event types are accepted; otherwise custom types are allowed.",
     )
 
+    # --- ingestion: collector and producer (issue 3) ---------------------------------------------
+
+    # --- consumer runtime (leases, checkpoints, retries, DLQ) -----------------------------------
+
     # --- local engine binaries (found automatically when unset) ---------------------------------
     redis_server_bin: str | None = None
     pg_bin_dir: str | None = None

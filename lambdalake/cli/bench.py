@@ -1,5 +1,31 @@
+"""`lambdalake bench <name>`: each layer's benchmark, ending with one JSON line of its figures."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
 import typer
+
+# name -> "module:function"; the function takes (quick: bool, progress: Callable[[str], None])
+# and returns the figures as a dict. Each layer adds its own line.
+BENCHMARKS: dict[str, str] = {
+    "contract": "bench.contract:run",
+}
+
+
+def bench(
+    name: str = typer.Argument(..., help=f"Which benchmark: {', '.join(BENCHMARKS)}."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
+) -> None:
+    """Run one benchmark; progress goes to stderr, the last line on stdout is its JSON figures."""
+    if name not in BENCHMARKS:
+        raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    module_name, func_name = BENCHMARKS[name].split(":")
+    run = getattr(importlib.import_module(module_name), func_name)
+    figures = run(quick=quick, progress=lambda msg: typer.echo(msg, err=True))
+    typer.echo(json.dumps(figures))
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command()(bench)
