@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         description="If set, only these event types are accepted; otherwise custom types are allowed.",
     )
 
-    # --- ingestion: collector and producer (issue 3) ---------------------------------------------
+    # --- ingestion: collector (issue 3) -----------------------------------------------------------
+
+    # --- SDKs: Python producer, browser tracker, `lambdalake send` -------------------------------
 
     # --- consumer runtime (leases, checkpoints, retries, DLQ) -----------------------------------
 
