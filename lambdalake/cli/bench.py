@@ -15,10 +15,16 @@ BENCHMARKS: dict[str, str] = {
 
 
 def bench(
-    name: str = typer.Argument(..., help=f"Which benchmark: {', '.join(BENCHMARKS)}."),
+    name: str | None = typer.Argument(None, help=f"Which benchmark: {', '.join(BENCHMARKS)}."),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
+    list_: bool = typer.Option(False, "--list", help="Print the benchmark names, one a line."),
 ) -> None:
     """Run one benchmark; progress goes to stderr, the last line on stdout is its JSON figures."""
+    if list_:
+        typer.echo("\n".join(BENCHMARKS))
+        return
+    if name is None:
+        raise typer.BadParameter("name a benchmark (see --list)")
     if name not in BENCHMARKS:
         raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     module_name, func_name = BENCHMARKS[name].split(":")

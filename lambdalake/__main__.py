@@ -1,0 +1,5 @@
+"""`python -m lambdalake` is the `lambdalake` command."""
+
+from lambdalake.cli import main
+
+main()
