@@ -16,6 +16,7 @@ The same seed and options give the same bytes.
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import io
 import itertools
@@ -130,7 +131,7 @@ class User:
     spend: float  # how much this user usually spends, as a price multiplier
 
 
-@dataclass(order=True)
+@dataclass
 class Emitted:
     """One output line with what the generator knows about it (the file itself carries no labels)."""
 
@@ -141,8 +142,13 @@ class Emitted:
     event_id: str | None = field(compare=False)
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def _ts(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_second(ms // 1000)}{ms % 1000:03d}Z"
 
 
 def _weighted(rng: random.Random, pairs: tuple[tuple[str, float], ...]) -> str:
@@ -435,24 +441,24 @@ class ClickstreamGenerator:
         cfg, rng = self.config, self.rng
         start_ms = int(cfg.start.timestamp() * 1000)
         mean_session_gap_ms = 1000.0 * 7.0 / cfg.events_per_s  # sessions average ~7 events
-        pending: list[Emitted] = []
+        pending: list[tuple[int, int, Emitted]] = []  # (arrival, order): tuples compare in C
         produced = emitted = 0
         session_ms = float(start_ms)
         while produced < cfg.events:
             session_ms += rng.expovariate(1.0 / mean_session_gap_ms)
             horizon = int(session_ms)
-            while pending and pending[0].arrival_ms < horizon:
+            while pending and pending[0][0] < horizon:
                 emitted += 1
-                yield heapq.heappop(pending)
+                yield heapq.heappop(pending)[2]
             for event_ms, event in self._session(horizon):
                 if produced >= cfg.events:
                     break
                 produced += self._schedule(event_ms, event, pending)
         while pending and emitted < cfg.events:  # a resend can take the count one past N
             emitted += 1
-            yield heapq.heappop(pending)
+            yield heapq.heappop(pending)[2]
 
-    def _schedule(self, event_ms: int, event: dict[str, Any], pending: list[Emitted]) -> int:
+    def _schedule(self, event_ms: int, event: dict[str, Any], pending: list[tuple[int, int, Emitted]]) -> int:
         """Queue an event (and maybe its resend) by arrival time; returns how many lines it added."""
         cfg, rng = self.config, self.rng
         roll = rng.random()
@@ -467,11 +473,13 @@ class ClickstreamGenerator:
         else:
             line = orjson.dumps(event)
         arrival = event_ms + delay_ms
-        heapq.heappush(pending, Emitted(arrival, next(self._order), line, kind, event["event_id"]))
+        order = next(self._order)
+        heapq.heappush(pending, (arrival, order, Emitted(arrival, order, line, kind, event["event_id"])))
         if kind == "malformed" or rng.random() >= cfg.duplicate_rate:
             return 1
         resend = arrival + int(rng.uniform(500, 120_000))
-        heapq.heappush(pending, Emitted(resend, next(self._order), line, "duplicate", event["event_id"]))
+        order = next(self._order)
+        heapq.heappush(pending, (resend, order, Emitted(resend, order, line, "duplicate", event["event_id"])))
         return 2
 
     def lines(self) -> Iterator[bytes]:
