@@ -1,0 +1,1 @@
+"""Metric definitions, written once as data, compiled by every layer."""
