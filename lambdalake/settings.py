@@ -8,9 +8,10 @@ leaves credentials to boto3's default chain.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -72,6 +73,21 @@ class Settings(BaseSettings):
     lake_bucket: str = "lambdalake-lake"
     s3_endpoint_url: str | None = None
 
+    # --- metric catalogue and event-time windows ------------------------------------------------
+    metric_catalogues: CommaList = Field(
+        default_factory=list, description="Extra metric catalogue YAML files (comma-separated)."
+    )
+    allowed_lateness_s: int = Field(
+        default=300,
+        ge=0,
+        description="How long after a window ends its late events still count in the speed layer; "
+        "later ones are left to the batch layer, which corrects the hour.",
+    )
+    default_retention: dict[str, str] = Field(
+        default_factory=lambda: {"1m": "2d", "1h": "15d", "1d": "400d", "lifetime": "400d"},
+        description="Speed-layer TTL per window size when a metric gives none (JSON in the environment).",
+    )
+
     # --- HTTP services ---------------------------------------------------------------------------
     collector_port: int = 8700
     serving_port: int = 8800
@@ -88,10 +104,90 @@ class Settings(BaseSettings):
     )
 
     # --- ingestion: collector (issue 3) -----------------------------------------------------------
+    collector_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+    collector_max_events: int = Field(default=500, ge=1, le=500, description="Events per request at most.")
+    collector_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=4 * 1024 * 1024, description="Request body (decompressed) at most."
+    )
+    collector_allowed_origins: str = Field(
+        default="*", description="CORS origins for the browser tracker, comma-separated; '*' allows any."
+    )
+    collector_bus: Literal["stream", "noop"] = Field(
+        default="stream",
+        description="'noop' discards accepted events: a benchmarking aid to measure the collector alone.",
+    )
+    collector_stream_timeout_s: float = Field(default=5.0, gt=0, description="Per call to the stream.")
+    collector_unavailable_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After sent with a 503 when the stream is unreachable."
+    )
+    collector_max_reasons: int = Field(default=50, ge=1, description="Reasons listed per rejected event.")
+    collector_pii_mask_ip: bool = Field(
+        default=False, description="Truncate context.ip: IPv4 to /24, IPv6 to /48."
+    )
+    collector_pii_hash_fields: str = Field(
+        default="", description="Property (and trait) names to replace by HMAC-SHA256, comma-separated."
+    )
+    collector_pii_hash_key: str | None = Field(
+        default=None, description="HMAC key for collector_pii_hash_fields (required when those are set)."
+    )
+    collector_access_log: bool = False
+    collector_shutdown_timeout_s: float = Field(default=10.0, gt=0, description="Graceful drain on stop.")
 
     # --- SDKs: Python producer, browser tracker, `lambdalake send` -------------------------------
+    sdk_endpoint: str | None = Field(
+        default=None,
+        description="Collector base URL for SDKs and `send`; default http://127.0.0.1:<collector_port>.",
+    )
+    producer_max_queue: int = Field(default=10_000, ge=1, description="Events the producer buffers at most.")
+    producer_batch_size: int = Field(
+        default=100, ge=1, le=500, description="Events per request (≤ collector's)."
+    )
+    producer_flush_interval_s: float = Field(
+        default=1.0, gt=0, description="Longest an event waits in the buffer."
+    )
+    producer_enqueue_timeout_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="Longest `send` waits for room in a full buffer before dropping the event.",
+    )
+    producer_max_retries: int = Field(
+        default=6, ge=0, description="Retries of a request on 429/503/5xx/network."
+    )
+    producer_backoff_base_s: float = Field(default=0.2, gt=0)
+    producer_backoff_cap_s: float = Field(default=10.0, gt=0, description="Also caps a server's Retry-After.")
+    producer_request_timeout_s: float = Field(default=10.0, gt=0)
+    producer_exit_timeout_s: float = Field(default=5.0, ge=0, description="Flush budget at interpreter exit.")
+    send_batch_size: int = Field(
+        default=100, ge=1, le=500, description="`lambdalake send`: events per request."
+    )
+    send_concurrency: int = Field(default=4, ge=1, le=64, description="`lambdalake send`: parallel requests.")
 
     # --- consumer runtime (leases, checkpoints, retries, DLQ) -----------------------------------
+    # Defaults for every consumer group; `consumer_groups` overrides them per group, e.g.
+    # LAMBDALAKE_CONSUMER_GROUPS='{"views": {"batch_size": 1000}, "alerts": {"starting_position": "LATEST"}}'.
+    consumer_batch_size: int = Field(default=500, ge=1, le=10000)
+    consumer_max_batching_window_s: float = Field(default=0.0, ge=0.0, le=300.0)
+    consumer_max_retry_attempts: int = Field(
+        default=3, ge=-1, description="Retries before a failing record goes to the DLQ; -1 retries forever."
+    )
+    consumer_max_record_age_s: float = Field(
+        default=-1.0, description="Records older than this go to the DLQ unprocessed; -1 disables."
+    )
+    consumer_bisect_on_error: bool = True
+    consumer_on_failure_stream: str | None = Field(
+        default=None, description="DLQ stream for records that failed; unset means dlq_stream_name."
+    )
+    consumer_starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    consumer_starting_timestamp: datetime | None = None
+    consumer_lease_duration_s: float = Field(default=10.0, gt=0.0)
+    consumer_idle_poll_s: float = Field(default=0.2, ge=0.0)
+    consumer_shard_sync_s: float = Field(default=30.0, gt=0.0)
+    consumer_retry_backoff_s: float = Field(default=0.2, ge=0.0)
+    consumer_retry_backoff_cap_s: float = Field(default=10.0, ge=0.0)
+    consumer_shutdown_timeout_s: float = Field(default=20.0, gt=0.0)
+    consumer_key_prefix: str = "lambdalake:consumer"
+    consumer_metrics_port: int = 8790
+    consumer_groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     # --- local engine binaries (found automatically when unset) ---------------------------------
     redis_server_bin: str | None = None
@@ -100,7 +196,7 @@ class Settings(BaseSettings):
     java_min_version: int = 17
     engine_start_timeout_s: float = 30.0
 
-    @field_validator("write_keys", "read_keys", "strict_event_types", mode="before")
+    @field_validator("write_keys", "read_keys", "strict_event_types", "metric_catalogues", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,6 +11,7 @@ import typer
 # and returns the figures as a dict. Each layer adds its own line.
 BENCHMARKS: dict[str, str] = {
     "contract": "bench.contract:run",
+    "collector": "bench.collector:run",
 }
 
 
