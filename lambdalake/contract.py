@@ -193,7 +193,8 @@ class EventValidator:
             _fast(name, version)(event)
         except fastjsonschema.JsonSchemaException:
             errors = sorted(_slow(name, version).iter_errors(event), key=lambda e: list(map(str, e.path)))
-            reasons.extend(_reason(e) for e in errors)
+            # The envelope and a type schema can both say the same thing (e.g. properties: object).
+            reasons.extend(dict.fromkeys(_reason(e) for e in errors))
             if not errors:  # both paths share schema and formats; this would be a bug worth seeing
                 reasons.append("event: rejected by the compiled validator")
         return reasons

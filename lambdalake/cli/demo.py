@@ -1,7 +1,8 @@
 """`lambdalake demo` (what `make demo` runs): the platform end to end on the local profile.
 
 Each layer adds its step here as it lands; today: start the engines, generate a sample of recent
-traffic (a few closed hours plus the current one) with reference data, and say where everything is.
+traffic (a few closed hours plus the current one) with reference data, send it through the
+collector onto the stream (rejects go to the dead-letter stream), and say where everything is.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ def demo(
     seed: int = typer.Option(42, "--seed"),
 ) -> None:
     """Start the engines, generate a sample, and print where to look."""
+    from ingest.collector.process import CollectorProcess
     from ingest.generator import ClickstreamGenerator, GeneratorConfig
     from lambdalake import lake
     from lambdalake.cli.engines import status
+    from lambdalake.cli.send import send
     from lambdalake.local.services import LocalEngines
 
     settings = get_settings()
-    typer.secho("1/3 local engines", bold=True)
+    typer.secho("1/4 local engines", bold=True)
     LocalEngines(settings).up(progress=lambda msg: typer.echo(f"    {msg}"))
 
-    typer.secho(f"2/3 sample: {events:,} events over the last {hours} hours", bold=True)
+    typer.secho(f"2/4 sample: {events:,} events over the last {hours} hours", bold=True)
     now = datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
     span_s = max((now - start).total_seconds(), 1.0)
@@ -46,7 +49,19 @@ def demo(
     lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
     typer.echo(f"    wrote {sample}")
 
-    typer.secho("3/3 where to look", bold=True)
+    typer.secho(f"3/4 collector on 127.0.0.1:{settings.collector_port}: sending the sample", bold=True)
+    with CollectorProcess(settings):
+        send(
+            file=str(sample),
+            endpoint=None,
+            write_key=None,
+            batch_size=None,
+            concurrency=None,
+            progress=True,
+            as_json=False,
+        )
+
+    typer.secho("4/4 where to look", bold=True)
     status(as_json=False)
     rows = [
         ("sample events (NDJSON)", str(sample)),

@@ -133,6 +133,12 @@ def test_timestamps_need_an_offset_and_a_real_date(value: str, valid: bool) -> N
     assert is_datetime(value) is valid
 
 
+def test_a_reason_given_by_envelope_and_type_schema_is_listed_once() -> None:
+    assert validate_event(valid_event("purchase", properties="oops")) == [
+        "properties: 'oops' is not of type 'object'"
+    ]
+
+
 def test_custom_event_types_need_only_the_envelope() -> None:
     custom = valid_event("page_view", event_type="Video Played", properties={"video_id": 7, "anything": [1]})
     assert validate_event(custom) == []
