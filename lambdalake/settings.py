@@ -68,10 +68,79 @@ class Settings(BaseSettings):
     warehouse_user: str = "lambdalake"
     warehouse_password: str = "lambdalake-local"
 
+    # --- warehouse and athena (issue 7) ---
+    warehouse_schema: str = Field(
+        default="lambdalake", description="Schema of the warehouse tables and BI views (search_path)."
+    )
+    warehouse_connect_timeout_s: float = Field(default=10.0, gt=0)
+    redshift_iam_role_arn: str | None = Field(
+        default=None, description="Role Redshift assumes to COPY from the lake (aws profile)."
+    )
+    redshift_manifest_prefix: str = Field(
+        default="manifests/redshift", description="Lake prefix of the COPY manifests (exact file lists)."
+    )
+    glue_database: str = Field(default="lambdalake", description="Glue database; DuckDB schema locally.")
+    glue_endpoint_url: str | None = Field(default=None, description="Override the Glue endpoint (tests).")
+    athena_workgroup: str = "primary"
+    athena_output_uri: str | None = Field(
+        default=None, description="S3 prefix for Athena query results; default <lake>/athena-results/."
+    )
+    duckdb_threads: int = Field(default=4, ge=1, description="Threads of the local DuckDB (Athena stand-in).")
+
     # --- lake (S3; a directory locally) ---------------------------------------------------------
     lake_uri_override: str | None = Field(default=None, alias="LAMBDALAKE_LAKE_URI")
     lake_bucket: str = "lambdalake-lake"
     s3_endpoint_url: str | None = None
+
+    # --- speed layer: views, alerts, enrichment (issue 4) ---
+    speed_key_prefix: str = Field(
+        default="ll", description="Prefix of every speed-layer Redis key (short: keys are hot)."
+    )
+    speed_dedupe_ttl_s: int = Field(
+        default=86400, ge=60, description="How long after its event-time hour an event_id counts as seen."
+    )
+    speed_validate_events: bool = Field(
+        default=False,
+        description="Check every record against the full event contract (the collector already does; "
+        "turn on for streams written by other producers). Costs ~30 µs per event.",
+    )
+    speed_max_future_skew_s: int = Field(
+        default=300, ge=0, description="Event time counts for the watermark only up to arrival + this."
+    )
+    alert_high_value_amount: float = Field(
+        default=1000.0, gt=0, description="A purchase at least this is alerted."
+    )
+    alert_fraud_amount_multiple: float = Field(
+        default=5.0, gt=1, description="Fraud rule: amount over this multiple of the user's average order."
+    )
+    alert_fraud_max_purchases: int = Field(
+        default=3, ge=1, description="Fraud rule: more than this many purchases within the velocity window."
+    )
+    alert_fraud_velocity_window_s: int = Field(default=600, ge=1)
+    alert_fraud_weights: dict[str, float] = Field(
+        default_factory=lambda: {"amount_over_average": 0.5, "purchase_velocity": 0.4, "country_change": 0.3},
+        description="Score added by each fraud rule that fires (JSON in the environment).",
+    )
+    alert_fraud_min_score: float = Field(
+        default=0.4, ge=0, description="A fraud alert needs at least this score."
+    )
+    alert_stream_maxlen: int = Field(
+        default=100_000, ge=100, description="Approximate cap of the alert stream."
+    )
+    alert_webhook_url: str | None = Field(default=None, description="POST every alert here (JSON), if set.")
+    alert_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    alert_webhook_max_retries: int = Field(
+        default=5, ge=0, description="Retries of a failing POST, with backoff."
+    )
+    enrich_stream_maxlen: int = Field(
+        default=1_000_000, ge=100, description="Approximate cap of the orders stream."
+    )
+    enrich_reference_check_s: float = Field(
+        default=30.0, gt=0, description="How often the reference CSVs are checked for changes (and reloaded)."
+    )
+    enrich_traits_ttl_s: int = Field(
+        default=400 * 86400, ge=60, description="Users' traits from identify events."
+    )
 
     # --- metric catalogue and event-time windows ------------------------------------------------
     metric_catalogues: CommaList = Field(
@@ -86,6 +155,17 @@ class Settings(BaseSettings):
     default_retention: dict[str, str] = Field(
         default_factory=lambda: {"1m": "2d", "1h": "15d", "1d": "400d", "lifetime": "400d"},
         description="Speed-layer TTL per window size when a metric gives none (JSON in the environment).",
+    )
+
+    # --- batch layer (issue 6) ---
+    spark_master: str = Field(default="local[*]", description="Local profile only; spark-submit sets it on EMR.")
+    spark_driver_memory: str = Field(default="4g", description="Driver heap (local mode runs everything in it).")
+    spark_shuffle_partitions: int = Field(default=8, ge=1, description="Small for one machine, larger on EMR.")
+    batch_dedupe_lookback_hours: int = Field(
+        default=7 * 24, ge=0, description="Earlier clean hours searched for an event_id already kept."
+    )
+    batch_hours_per_job: int = Field(
+        default=24 * 31, ge=1, description="Hours one Spark job processes in a backfill (many hours per JVM)."
     )
 
     # --- HTTP services ---------------------------------------------------------------------------
@@ -188,6 +268,35 @@ class Settings(BaseSettings):
     consumer_key_prefix: str = "lambdalake:consumer"
     consumer_metrics_port: int = 8790
     consumer_groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # --- lake delivery (issue 5) ---
+    delivery_group: str = Field(default="delivery", description="Consumer group writing the raw zone.")
+    delivery_errors_group: str = Field(
+        default="errors-archive", description="Consumer group archiving the DLQ stream into errors/."
+    )
+    delivery_buffer_mib: float = Field(
+        default=1.0, gt=0, le=128, description="Firehose SizeInMBs: a file is cut at this many MiB of input."
+    )
+    delivery_buffer_interval_s: float = Field(
+        default=5.0, ge=0, le=300, description="Firehose IntervalInSeconds: longest a record waits unwritten."
+    )
+    delivery_buffer_records: int = Field(
+        default=5000, ge=1, le=10000, description="Records per flush at most (the runtime's batch size)."
+    )
+    delivery_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    delivery_validate_events: bool = Field(
+        default=False,
+        description="Check every record against the full event contract, not only the raw zone's typed "
+        "columns (the collector already does; turn on for streams other producers write).",
+    )
+    delivery_allowed_lateness_s: int = Field(
+        default=600, ge=0, description="An hour closes once every shard's watermark is this far past its end."
+    )
+    delivery_idle_shard_s: float = Field(
+        default=60.0, gt=0, description="A caught-up shard silent this long no longer holds hours open."
+    )
+    delivery_close_interval_s: float = Field(default=5.0, gt=0, description="How often hours are checked.")
+    delivery_key_prefix: str = "lambdalake:delivery"
 
     # --- local engine binaries (found automatically when unset) ---------------------------------
     redis_server_bin: str | None = None

@@ -20,11 +20,12 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `lambdalake --help` stays fast: modules import heavy libraries lazily.
-    from lambdalake.cli import bench, collector, demo, engines, generate, send
+    from lambdalake.cli import bench, collector, demo, engines, generate, send, speed
 
     engines.register(app)
     generate.register(app)
     collector.register(app)
+    speed.register(app)
     send.register(app)
     bench.register(app)
     demo.register(app)

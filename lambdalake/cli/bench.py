@@ -12,6 +12,7 @@ import typer
 BENCHMARKS: dict[str, str] = {
     "contract": "bench.contract:run",
     "collector": "bench.collector:run",
+    "speed": "bench.speed:run",
 }
 
 

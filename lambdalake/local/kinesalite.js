@@ -22,6 +22,18 @@ server.listen(Number(args.port), args.host, (err) => {
   if (err) { console.error(err.message); process.exit(1); }
   console.log(`kinesalite listening on ${args.host}:${args.port}, data in ${args.path}`);
 });
+// kinesalite throws from a request's 'error' event (index.js: req.on('error', err => { throw err })),
+// so a client killed mid-request (kill -9 of a producer or consumer) would take the whole stream
+// server down. A vanished client is not the server's failure: log it and go on; anything else is.
+process.on('uncaughtException', (err) => {
+  if (err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.message === 'aborted')) {
+    console.error(`client went away mid-request: ${err.message}`);
+    return;
+  }
+  console.error(err && err.stack ? err.stack : err);
+  process.exit(1);
+});
+
 const stop = () => {
   server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 2000).unref();  // idle keep-alive sockets must not hold us

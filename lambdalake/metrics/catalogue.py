@@ -38,6 +38,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FIELD = re.compile(
     r"^(event_type|event_id|user_id|anonymous_id|session_id|ts|user|(properties|context|item)\.[A-Za-z0-9_]+)$"
 )
+MAX_SLIDING_BUCKETS = 120  # buckets merged to answer one sliding span (PFCOUNT/ZUNION of that many keys)
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -199,9 +200,16 @@ class Metric(BaseModel):
         return self.windows == ["lifetime"]
 
     def sliding_plan(self, span: str) -> tuple[int, int]:
-        """(bucket size, number of buckets) that answer a sliding span: the largest window dividing it."""
+        """(bucket size, number of buckets) that answer a sliding span ending now.
+
+        The finest window that divides the span in at most ``MAX_SLIDING_BUCKETS`` buckets, so
+        "the last hour" is the last 60 minutes, not the current clock hour; past that many buckets
+        (30 days of minutes) the largest dividing window.
+        """
         seconds = parse_duration(span)
-        size = max(s for s in self.window_seconds if seconds % s == 0)
+        dividing = [s for s in self.window_seconds if seconds % s == 0]
+        fitting = [s for s in dividing if seconds // s <= MAX_SLIDING_BUCKETS]
+        size = min(fitting) if fitting else max(dividing)
         return size, seconds // size
 
     def formula_inputs(self) -> list[str]:

@@ -27,7 +27,8 @@ def field_value(event: Mapping[str, Any], path: str, item: Mapping[str, Any] | N
     return container.get(name) if isinstance(container, Mapping) else None
 
 
-def _holds(condition: Condition, value: Any) -> bool:
+def holds(condition: Condition, value: Any) -> bool:
+    """Whether a filter condition holds for a value (shared by the speed compiler)."""
     op, expected = condition.op, condition.value
     if op == "exists":
         return value is not None
@@ -54,7 +55,7 @@ def matches(metric: Metric, event: Mapping[str, Any], item: Mapping[str, Any] | 
     types = metric.filter.event_type
     if types and event.get("event_type") not in types:
         return False
-    return all(_holds(c, field_value(event, c.field, item)) for c in metric.filter.where)
+    return all(holds(c, field_value(event, c.field, item)) for c in metric.filter.where)
 
 
 def event_time_s(event: Mapping[str, Any]) -> float:

@@ -162,3 +162,16 @@ def test_a_taken_port_is_one_clear_line(tmp_path: Path) -> None:
     ]
     assert "Traceback" not in result.stderr
     LocalEngines(settings).down(progress=lambda _m: None)  # kinesis may have started before redis failed
+
+
+def test_kinesalite_survives_a_client_that_dies_mid_request(own_engines: Settings) -> None:
+    """A producer killed while sending must not take the stream server down with it."""
+    with socket.create_connection(("127.0.0.1", own_engines.kinesis_port)) as client:
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\n"
+            b'X-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Length: 1000\r\n\r\n{"Lim'
+        )
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    time.sleep(0.5)  # an RST, not a FIN: the request is aborted mid-body
+    assert all(row["healthy"] for row in LocalEngines(own_engines).status())
+    get_bus(own_engines).put_records(own_engines.stream_name, [Record(b"after-abort", "k")])

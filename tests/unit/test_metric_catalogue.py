@@ -51,10 +51,11 @@ def test_built_in_catalogue_covers_the_speed_views() -> None:
     assert len(BUILT_IN.aggregated()) == len(BUILT_IN) - 3  # three formulas
 
 
-def test_sliding_spans_use_the_largest_dividing_window() -> None:
+def test_sliding_spans_use_the_finest_window_within_the_bucket_limit() -> None:
     active = BUILT_IN["active_users"]
     assert active.sliding_plan("5m") == (60, 5)
-    assert active.sliding_plan("1h") == (3600, 1)
+    assert active.sliding_plan("1h") == (60, 60)  # the last 60 minutes, not the clock hour
+    assert active.sliding_plan("1d") == (3600, 24)  # 1,440 minutes would exceed the limit
     assert active.sliding_plan("30d") == (86400, 30)
 
 

@@ -1,0 +1,256 @@
+"""`lambdalake bench speed`: the views group's throughput and latency.
+
+Starts its own kinesalite and redis-server in a temporary home on free ports, then measures:
+
+- ``process_events_per_s``: ``ViewsProcessor.process_records`` over in-memory batches of 500
+  generated events (duplicates, late and malformed ones included) into Redis: the processor's own
+  ceiling, one process;
+- ``stream_ceiling_events_per_s``: a bare read loop over every shard of a stream holding those
+  events (GetRecords and nothing else): what the stream can give one reader;
+- ``events_per_s_per_worker``: one consumer-runtime worker (leases, checkpoints) with the views
+  processor reading that stream from TRIM_HORIZON until every record is applied;
+- ``e2e_p50_ms`` / ``e2e_p99_ms``: from ``put_records`` returning to the view changing (a probe
+  event's user counter appearing in Redis), under a background load of 1k events/s (and 5k/s in
+  the full run, reported as ``e2e_5k_*``). The collector is not in the path: this is put->view.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ingest.generator import ClickstreamGenerator, GeneratorConfig
+from lambdalake.settings import Settings
+from lambdalake.stream.bus import Record, StreamRecord
+
+SHARDS = 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _engines(home: Path) -> tuple[Settings, list[Any]]:
+    from lambdalake.local.services import KinesisEngine, RedisEngine
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=home,
+        kinesis_port=_free_port(),
+        redis_port=_free_port(),
+        stream_name="bench-speed",
+        speed_key_prefix="b",
+        consumer_key_prefix="bench",
+        consumer_batch_size=500,
+        consumer_idle_poll_s=0.02,
+    )
+    engines = [
+        KinesisEngine("kinesis", "kinesis_port", settings),
+        RedisEngine("redis", "redis_port", settings),
+    ]
+    for engine in engines:
+        engine.start()
+    deadline = time.monotonic() + 30
+    while not all(e.healthy() for e in engines):
+        if time.monotonic() > deadline:
+            raise RuntimeError("bench engines did not start")
+        time.sleep(0.1)
+    return settings, engines
+
+
+def _lines(events: int) -> list[tuple[bytes, str, float]]:
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    out = []
+    for i, e in enumerate(
+        ClickstreamGenerator(GeneratorConfig(events=events, start=start, events_per_s=50)).emitted()
+    ):
+        try:
+            event = orjson.loads(e.line)
+            key = str(event.get("user_id") or event.get("anonymous_id") or i)
+        except (orjson.JSONDecodeError, AttributeError):
+            key = str(i)
+        out.append((e.line, key, e.arrival_ms / 1000))
+    return out
+
+
+def _process_rate(settings: Settings, redis: Any, lines: list[tuple[bytes, str, float]]) -> float:
+    from lambdalake.consumer.processor import BatchContext
+    from speed_layer.metrics import SpeedMetrics
+    from speed_layer.views import ViewsProcessor
+
+    local = settings.model_copy(update={"speed_key_prefix": "inmem"})
+    processor = ViewsProcessor(local, redis, SpeedMetrics())
+    records = [StreamRecord("shard-0", str(10**20 + i), k, line, ts) for i, (line, k, ts) in enumerate(lines)]
+    ctx = BatchContext("views", local.stream_name, "shard-0", "bench", 1, 0, 1)
+    started = time.perf_counter()
+    for i in range(0, len(records), 500):
+        processor.process_records(records[i : i + 500], ctx)
+    return len(records) / (time.perf_counter() - started)
+
+
+def _stream_ceiling(settings: Settings, bus: Any, total: int) -> float:
+    from lambdalake.stream.bus import TRIM_HORIZON
+
+    started = time.perf_counter()
+    read = 0
+    for shard in bus.list_shards(settings.stream_name):
+        iterator: str | None = bus.shard_iterator(settings.stream_name, shard.shard_id, TRIM_HORIZON)
+        while iterator:
+            batch = bus.read(shard.shard_id, iterator, 500)
+            read += len(batch.records)
+            iterator = batch.next_iterator
+            if not batch.records and batch.millis_behind_latest == 0:
+                break
+    assert read == total, f"read {read} of {total}"
+    return read / (time.perf_counter() - started)
+
+
+def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[float, Any]:
+    """Seconds one worker takes to apply every record of the stream (and the worker, still running)."""
+    from lambdalake.consumer.config import ConsumerConfig
+    from lambdalake.consumer.worker import ConsumerWorker
+    from speed_layer.metrics import SpeedMetrics
+    from speed_layer.views import ViewsProcessor, compiled_views
+
+    metrics = SpeedMetrics()
+    views = compiled_views(settings)
+    config = ConsumerConfig.from_settings(settings, "views")
+    worker = ConsumerWorker(
+        settings, config, lambda: ViewsProcessor(settings, redis, metrics, shared=views), redis=redis
+    ).start()
+    started = time.perf_counter()
+
+    def done() -> bool:
+        keys = [f"b:views:shard:{settings.stream_name}:{s}" for s in last]
+        return all((redis.hget(k, "hwm") or b"").decode() == last[s] for k, s in zip(keys, last, strict=True))
+
+    while not done():
+        time.sleep(0.005)
+    return time.perf_counter() - started, worker
+
+
+def _latency(settings: Settings, redis: Any, bus: Any, rate: float, seconds: float) -> list[float]:
+    """put -> view changed, for probes sent among a background load of ``rate`` events/s."""
+    template = {
+        "event_type": "page_view",
+        "session_id": "s-bench",
+        "properties": {"path": "/", "url": "https://shop.example.com/"},
+        "context": {},
+    }
+    stop = threading.Event()
+
+    def load() -> None:
+        per_put = max(1, int(rate / 20))
+        while not stop.is_set():
+            tick = time.perf_counter()
+            now = datetime.now(UTC).isoformat()
+            batch = [
+                Record(
+                    orjson.dumps(
+                        {**template, "event_id": str(uuid.uuid4()), "user_id": f"bg{i % 500}", "ts": now}
+                    ),
+                    f"bg{i % 500}",
+                )
+                for i in range(per_put)
+            ]
+            bus.put_records(settings.stream_name, batch)
+            stop.wait(max(0.0, 0.05 - (time.perf_counter() - tick)))
+
+    background = threading.Thread(target=load, daemon=True)
+    background.start()
+    latencies = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        user = f"probe-{uuid.uuid4().hex[:10]}"
+        event = {
+            **template,
+            "event_id": str(uuid.uuid4()),
+            "user_id": user,
+            "ts": datetime.now(UTC).isoformat(),
+        }
+        bus.put_records(settings.stream_name, [Record(orjson.dumps(event), user)])
+        put_at = time.perf_counter()
+        key = f"b:v:user_events:lifetime:{user}"
+        while not redis.exists(key):
+            if time.perf_counter() - put_at > 10:
+                break
+            time.sleep(0.001)
+        latencies.append((time.perf_counter() - put_at) * 1000)
+        time.sleep(0.05)
+    stop.set()
+    background.join()
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    import redis as redis_lib
+
+    from lambdalake.stream.kinesis import KinesisBus, ensure_stream
+
+    events = 20_000 if quick else 100_000
+    home = Path(tempfile.mkdtemp(prefix="lambdalake-bench-speed-"))
+    settings, engines = _engines(home)
+    worker = None
+    try:
+        redis = redis_lib.Redis.from_url(settings.redis_url)
+        bus = KinesisBus(settings)
+        ensure_stream(settings, settings.stream_name, SHARDS)
+        progress(f"generating {events} events")
+        lines = _lines(events)
+        progress("processing in-memory batches into Redis")
+        process_rate = _process_rate(settings, redis, lines)
+        progress(f"  {process_rate:,.0f} events/s")
+        progress("putting the events on the stream")
+        last: dict[str, str] = {}
+        for i in range(0, len(lines), 500):
+            for outcome in bus.put_records(
+                settings.stream_name, [Record(line, key) for line, key, _ in lines[i : i + 500]]
+            ):
+                if int(outcome.sequence_number) > int(last.get(outcome.shard_id, "0")):
+                    last[outcome.shard_id] = outcome.sequence_number
+        progress("bare read loop over the shards")
+        ceiling = _stream_ceiling(settings, bus, len(lines))
+        progress(f"  {ceiling:,.0f} events/s")
+        progress("one worker, stream -> views")
+        elapsed, worker = _worker_rate(settings, redis, last)
+        worker_rate = len(lines) / elapsed
+        progress(f"  {worker_rate:,.0f} events/s")
+        figures: dict[str, Any] = {
+            "events_per_s_per_worker": round(worker_rate),
+            "stream_ceiling_events_per_s": round(ceiling),
+            "process_events_per_s": round(process_rate),
+        }
+        for rate in (1000,) if quick else (1000, 5000):
+            progress(f"put -> view latency at {rate} events/s")
+            latencies = _latency(settings, redis, bus, rate, 5 if quick else 15)
+            suffix = "" if rate == 1000 else "_5k"
+            figures[f"e2e_p50_ms{suffix}"] = _percentile(latencies, 0.5)
+            figures[f"e2e_p99_ms{suffix}"] = _percentile(latencies, 0.99)
+            progress(f"  p50 {figures[f'e2e_p50_ms{suffix}']} ms, p99 {figures[f'e2e_p99_ms{suffix}']} ms")
+        figures["e2e_path"] = "put_records -> view (collector not in the path)"
+        return figures
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.join(30)
+        for engine in engines:
+            engine.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,357 @@
+"""Effectively-once application of a batch: one Lua call per batch, fenced by the shard's state.
+
+Every group (views, alerts, enrich) applies a batch the same way:
+
+1. Records at or below the shard's sequence high-water mark (``hwm``) were applied already: a
+   replay (restart, retry, lease takeover) skips them.
+2. The rest are parsed; unreadable ones are counted (``invalid``) and skipped.
+3. Duplicates sent by clients (an ``event_id`` already in the group's seen-set, or earlier in the
+   batch) are skipped; the seen-set is split by event-time hour, since a resend carries the same
+   event and so the same ``ts``, and each hour expires ``speed_dedupe_ttl_s`` after it ends (or
+   after the record arrived, for events that were late already).
+4. The group turns the remaining events into updates, pre-aggregated per key.
+5. One Lua script checks that the shard's ``hwm`` is still the one the batch was built on and that
+   none of its event_ids has been seen meanwhile, then applies every update, adds the event_ids to
+   the seen-set, moves ``hwm`` and the watermark and adds the batch's counters — all or nothing.
+   If a check fails (another worker applied records of this shard meanwhile: a zombie or a
+   takeover), nothing is written; the processor reloads the state and builds the batch again.
+
+The ``hwm`` makes a replay a no-op and fences a zombie; the seen-set catches resends; the
+runtime's checkpoint is only where reading restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import NoScriptError
+
+from lambdalake.consumer.processor import BatchContext, RetryLater
+from lambdalake.contract import EventValidator
+from lambdalake.settings import Settings
+from lambdalake.stream.bus import Position, StreamRecord
+from speed_layer.keys import SEEN_BUCKET_S, SpeedKeys
+from speed_layer.metrics import SpeedMetrics
+from speed_layer.records import ParsedRecord, parse_records
+
+MAX_CONFLICTS = 5
+SEEN_CHUNK = 1000
+CHUNK = 100  # records per script call; a batch's chunks are pipelined
+
+# KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
+# ARGV[1]: JSON {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
+#                counts: {field: n}, ops: [[kind, key, expiry, args...]]}
+# Returns {1} applied, {0} hwm moved, {-1, event_id} an event_id was seen meanwhile.
+APPLY_LUA = r"""
+local p = cjson.decode(ARGV[1])
+local current = redis.call('HGET', p.state, 'hwm') or ''
+if current ~= p.expect then return {0} end
+for _, s in ipairs(p.seen) do
+  local ids = {unpack(s, 3)}
+  local found = redis.call('SMISMEMBER', s[1], unpack(ids))
+  for i = 1, #found do
+    if found[i] == 1 then return {-1, ids[i]} end
+  end
+end
+for _, s in ipairs(p.seen) do
+  redis.call('SADD', s[1], unpack(s, 3))
+  local ttl = redis.call('TTL', s[1])
+  if ttl < 0 or ttl < s[2] - p.now then redis.call('EXPIREAT', s[1], s[2]) end
+end
+local function expire(key, e)
+  if e > 0 then redis.call('EXPIREAT', key, e) elseif e < 0 then redis.call('EXPIRE', key, -e) end
+end
+for _, op in ipairs(p.ops) do
+  local kind, key = op[1], op[2]
+  if kind == 'incr' then
+    redis.call('INCRBY', key, op[4])
+  elseif kind == 'incrf' then
+    -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
+    -- 15 significant digits are exact for a double and drop the binary noise (427.03, not ...03000000000003).
+    local sum = (tonumber(redis.call('GET', key)) or 0) + tonumber(op[4])
+    redis.call('SET', key, string.format('%.15g', sum))
+  elseif kind == 'pfadd' then
+    redis.call('PFADD', key, unpack(op, 4))
+  elseif kind == 'min' or kind == 'max' then
+    local stored = tonumber(redis.call('GET', key))
+    local value = tonumber(op[4])
+    if not stored or (kind == 'min' and value < stored) or (kind == 'max' and value > stored) then
+      redis.call('SET', key, op[4])
+    end
+  elseif kind == 'last' then
+    local stored = tonumber(redis.call('HGET', key, 't'))
+    if not stored or stored <= tonumber(op[4]) then
+      redis.call('HSET', key, 't', op[4], 'v', op[5])
+    end
+  elseif kind == 'zincr' then
+    for i = 4, #op, 2 do redis.call('ZINCRBY', key, op[i], op[i + 1]) end
+  elseif kind == 'lastn' then
+    redis.call('ZADD', key, 'GT', unpack(op, 5))
+    redis.call('ZREMRANGEBYRANK', key, 0, -(op[4] + 1))
+  elseif kind == 'cooc' then
+    local prefix, item_expiry = op[4], op[5]
+    for i = 6, #op do
+      local item = op[i]
+      if redis.call('SISMEMBER', key, item) == 0 then
+        for _, other in ipairs(redis.call('SMEMBERS', key)) do
+          redis.call('ZINCRBY', prefix .. item, 1, other)
+          redis.call('ZINCRBY', prefix .. other, 1, item)
+          expire(prefix .. other, item_expiry)
+        end
+        redis.call('SADD', key, item)
+        expire(prefix .. item, item_expiry)
+      end
+    end
+  elseif kind == 'hset' then
+    redis.call('HSET', key, unpack(op, 4))
+  elseif kind == 'zadd' then
+    redis.call('ZADD', key, unpack(op, 5))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. op[4])
+  elseif kind == 'xadd' then
+    redis.call('XADD', key, 'MAXLEN', '~', op[4], '*', unpack(op, 5))
+  end
+  expire(key, op[3])
+end
+redis.call('HSET', p.state, 'hwm', p.hwm, 'maxts', p.maxts)
+for name, n in pairs(p.counts) do
+  if n ~= 0 then redis.call('HINCRBY', p.stats, name, n) end
+end
+return {1}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    hwm: str  # sequence number of the last applied record; "" before the first
+    maxts: float  # the greatest event time applied on the shard (the watermark's base)
+
+    @property
+    def hwm_int(self) -> int:
+        return int(self.hwm) if self.hwm else -1
+
+
+@dataclass
+class BatchCounts:
+    applied: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+    invalid: int = 0
+    late_events: int = 0
+    late_windows: dict[str, int] = field(default_factory=dict)
+
+    def as_fields(self) -> dict[str, int]:
+        fields = {
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "replayed": self.replayed,
+            "invalid": self.invalid,
+            "late_events": self.late_events,
+        }
+        fields.update({f"late_events:{w}": n for w, n in self.late_windows.items()})
+        return fields
+
+
+class BatchBuilder(Protocol):
+    """What a group does with a batch's new events; built fresh for every attempt."""
+
+    def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
+        """Take one new event; return the windows it came too late for (none: applied in full)."""
+        ...
+
+    def drain(self) -> tuple[list[list[Any]], Any]:
+        """The updates taken since the last drain, and a note for ``committed`` once they are durable."""
+        ...
+
+
+class EffectivelyOnceProcessor:
+    """The shared half of every speed-layer RecordProcessor; a group supplies ``builder``."""
+
+    group = "speed"
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Any,
+        metrics: SpeedMetrics,
+        stream: str | None = None,
+        shared: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.stream = stream or settings.stream_name
+        self.keys = SpeedKeys(settings.speed_key_prefix)
+        self.validator = (
+            EventValidator(settings.strict_event_types) if settings.speed_validate_events else None
+        )
+        self.lateness = float(settings.allowed_lateness_s)
+        self.future_skew = float(settings.speed_max_future_skew_s)
+        self.dedupe_ttl = int(settings.speed_dedupe_ttl_s)
+        self.sha = redis.script_load(APPLY_LUA)
+        self._states: dict[str, ShardState] = {}
+
+    def builder(self, fresh: list[ParsedRecord]) -> BatchBuilder:
+        raise NotImplementedError
+
+    def committed(self, note: Any) -> None:
+        """Called once a chunk is durable with what its builder's ``drain`` noted (e.g. alerts raised)."""
+
+    @classmethod
+    def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> Any:
+        """Built once per process and given to every shard's processor (e.g. the compiled catalogue)."""
+        return None
+
+    @classmethod
+    def background(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> list[Any]:
+        """Loops the group runs beside its consumer (objects with start/stop/join)."""
+        return []
+
+    # --- RecordProcessor ------------------------------------------------------------------------
+    def initialize(self, shard_id: str, start_position: Position) -> None:
+        self._states.pop(shard_id, None)
+
+    def shutdown(self, reason: str) -> None:
+        self._states.clear()
+
+    def process_records(self, records: list[StreamRecord], ctx: BatchContext) -> None:
+        if not records:
+            return
+        with self.metrics.batch_seconds.labels(self.group).time():
+            parsed = parse_records(records, self.validator)
+            for _ in range(MAX_CONFLICTS):
+                if self._apply(ctx.shard_id, parsed):
+                    return
+                self._states.pop(ctx.shard_id, None)
+                self.metrics.conflicts.labels(self.group).inc()
+        raise RetryLater(f"{self.group}/{ctx.shard_id}: the shard's state kept moving under this batch")
+
+    # --- the steps ------------------------------------------------------------------------------
+    def state(self, shard_id: str) -> ShardState:
+        state = self._states.get(shard_id)
+        if state is None:
+            key = self.keys.shard_state(self.group, self.stream, shard_id)
+            hwm, maxts = self.redis.hmget(key, ["hwm", "maxts"])
+            state = ShardState(hwm.decode() if hwm else "", float(maxts) if maxts else 0.0)
+            self._states[shard_id] = state
+        return state
+
+    def seen_already(self, parsed: list[ParsedRecord]) -> set[str]:
+        by_hour: dict[int, list[str]] = {}
+        for p in parsed:
+            if p.event is not None:
+                by_hour.setdefault(int(p.ts // SEEN_BUCKET_S), []).append(p.event["event_id"])
+        if not by_hour:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        asked: list[list[str]] = []
+        for hour, ids in by_hour.items():
+            for start in range(0, len(ids), SEEN_CHUNK):
+                chunk = ids[start : start + SEEN_CHUNK]
+                pipe.smismember(self.keys.seen(self.group, hour * SEEN_BUCKET_S), chunk)
+                asked.append(chunk)
+        seen: set[str] = set()
+        for chunk, found in zip(asked, pipe.execute(), strict=True):
+            seen.update(i for i, hit in zip(chunk, found, strict=True) if hit)
+        return seen
+
+    def _apply(self, shard_id: str, parsed: list[ParsedRecord]) -> bool:
+        """Apply the records above the shard's hwm; False if another writer moved the state.
+
+        The batch goes to Redis as consecutive chunks of ``CHUNK`` records, each its own script
+        call fenced by the previous chunk's hwm, sent without waiting for the replies: Redis applies
+        chunk i while Python builds chunk i+1. If one chunk is refused, every later one is too (its
+        expected hwm was never written), and the state stays at the last chunk applied.
+        """
+        state = self.state(shard_id)
+        floor = state.hwm_int
+        fresh = [p for p in parsed if p.sequence > floor]
+        replayed = BatchCounts(replayed=len(parsed) - len(fresh))
+        if not fresh:
+            self._count(replayed)
+            return True
+        seen = self.seen_already(fresh)
+        builder = self.builder(fresh)
+        key = self.keys.shard_state(self.group, self.stream, shard_id)
+        maxts, expect = state.maxts, state.hwm
+        sent: list[tuple[ShardState, BatchCounts, Any]] = []
+        connection = self.redis.connection_pool.get_connection()
+        try:
+            for start in range(0, len(fresh), CHUNK):
+                chunk = fresh[start : start + CHUNK]
+                counts = BatchCounts()
+                new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
+                for p in chunk:
+                    event = p.event
+                    if event is None:
+                        counts.invalid += 1
+                        continue
+                    # A clock far ahead must not close every window: event time counts for the
+                    # watermark only up to a little past the record's arrival.
+                    maxts = max(maxts, min(p.ts, p.record.arrival_ts + self.future_skew))
+                    event_id = event["event_id"]
+                    if event_id in seen:
+                        counts.duplicates += 1
+                        continue
+                    seen.add(event_id)
+                    late = list(builder.add(p, maxts - self.lateness))
+                    counts.applied += 1
+                    if late:
+                        counts.late_events += 1
+                        for window in late:
+                            counts.late_windows[window] = counts.late_windows.get(window, 0) + 1
+                    hour = int(p.ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
+                    expires = int(max(hour + SEEN_BUCKET_S, p.record.arrival_ts)) + self.dedupe_ttl
+                    expiry, ids = new_ids.setdefault(hour, ([expires], []))
+                    expiry[0] = max(expiry[0], expires)
+                    ids.append(event_id)
+                hwm = chunk[-1].record.sequence_number
+                ops, note = builder.drain()
+                payload = {
+                    "state": key,
+                    "expect": expect,
+                    "hwm": hwm,
+                    "maxts": repr(maxts),
+                    "now": int(time.time()),  # only to extend a seen-set's expiry, never to shorten it
+                    "seen": [
+                        [self.keys.seen(self.group, hour), expiry[0], *ids[i : i + SEEN_CHUNK]]
+                        for hour, (expiry, ids) in new_ids.items()
+                        for i in range(0, len(ids), SEEN_CHUNK)
+                    ],
+                    "stats": self.keys.stats(self.group),
+                    "counts": counts.as_fields(),
+                    "ops": ops,
+                }
+                connection.send_command("EVALSHA", self.sha, 0, orjson.dumps(payload))
+                sent.append((ShardState(hwm, maxts), counts, note))
+                expect = hwm
+            results = [connection.read_response() for _ in sent]
+        except NoScriptError:
+            connection.disconnect()  # replies of later chunks are still on the wire
+            self.sha = self.redis.script_load(APPLY_LUA)  # Redis restarted and lost its script cache
+            return False
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self.redis.connection_pool.release(connection)
+        self._count(replayed)
+        for (new_state, counts, note), result in zip(sent, results, strict=True):
+            if int(result[0]) != 1:
+                return False
+            self._states[shard_id] = new_state
+            self._count(counts)
+            self.committed(note)
+        return True
+
+    def _count(self, counts: BatchCounts) -> None:
+        events = self.metrics.events
+        for outcome in ("applied", "duplicates", "replayed", "invalid"):
+            n = getattr(counts, outcome)
+            if n:
+                events.labels(self.group, outcome).inc(n)
+        for window, n in counts.late_windows.items():
+            self.metrics.late_events.labels(self.group, window).inc(n)

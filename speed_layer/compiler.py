@@ -1,0 +1,305 @@
+"""The catalogue compiled into Redis updates: no view is hand-written, each is a catalogue entry.
+
+``compile_views`` turns every aggregated metric into a ``CompiledMetric``: a specialised reader of
+events (the same reading as ``lambdalake.metrics.evaluate.contributions``, proved equal by tests,
+but without re-interpreting the entry per event) and the list of windows it writes. ``ViewOps``
+collects the updates of a whole batch, pre-aggregated per key (500 page views of one minute become
+one INCRBY), and serialises them for the one Lua call that applies the batch (``apply.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambdalake.metrics.catalogue import Catalogue, Metric, parse_duration
+from lambdalake.metrics.evaluate import holds
+from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, retention_s
+
+Getter = Callable[[Mapping[str, Any], Any], Any]
+Reader = Callable[[Mapping[str, Any], float], list[tuple[tuple[str, ...], Any, float]]]
+MAX_ARGS = 1000  # members per Redis command: Lua's unpack() has a stack limit of ~8000
+
+
+def _getter(path: str) -> Getter:
+    """``field_value`` specialised for one path."""
+    if path == "user":
+        return lambda event, _item: event.get("user_id") or event.get("anonymous_id")
+    head, _, name = path.partition(".")
+    if not name:
+        return lambda event, _item: event.get(head)
+    if head == "item":
+        return lambda _event, item: item.get(name) if isinstance(item, Mapping) else None
+
+    def nested(event: Mapping[str, Any], _item: Any) -> Any:
+        container = event.get(head)
+        return container.get(name) if isinstance(container, Mapping) else None
+
+    return nested
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def compile_reader(metric: Metric) -> Reader:
+    """A function (event, event time) -> contributions [(key, value, weight)], equal to
+    ``contributions(metric, event)`` but with every decision about the entry taken once, here."""
+    types = frozenset(metric.filter.event_type)
+    conditions = [(c, _getter(c.field)) for c in metric.filter.where]
+    keys = [_getter(p) for p in metric.by]
+    aggregate = metric.aggregate
+    path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
+    value_of = _getter(path) if path and aggregate != "count" else None
+    is_ts = path == "ts"
+    numeric_only = aggregate == "sum"
+    weight_of = _getter(metric.weight) if metric.weight else None
+    explode = _getter(metric.explode) if metric.explode else None
+
+    if explode is None and not conditions and weight_of is None and not numeric_only:
+        # the common shape (no explode, no where, no weight): one contribution at most
+        def read_simple(event: Mapping[str, Any], ts: float) -> list[tuple[tuple[str, ...], Any, float]]:
+            if types and event.get("event_type") not in types:
+                return []
+            key_values = [get(event, None) for get in keys]
+            if None in key_values:
+                return []
+            key = tuple(v if type(v) is str else str(v) for v in key_values)
+            if value_of is None:
+                return [(key, 1, 1.0)]
+            value = value_of(event, None)
+            if value is None:
+                return []
+            return [(key, ts if is_ts else value, 1.0)]
+
+        return read_simple
+
+    def read(event: Mapping[str, Any], ts: float) -> list[tuple[tuple[str, ...], Any, float]]:
+        if types and event.get("event_type") not in types:
+            return []
+        if explode is None:
+            items: list[Any] = [None]
+        else:
+            array = explode(event, None)
+            items = [i for i in array if isinstance(i, Mapping)] if isinstance(array, list) else []
+        out = []
+        for item in items:
+            if conditions and not all(holds(c, get(event, item)) for c, get in conditions):
+                continue
+            key_values = [get(event, item) for get in keys]
+            if None in key_values:
+                continue
+            key = tuple(str(v) for v in key_values)
+            if value_of is None:
+                out.append((key, 1, 1.0))
+                continue
+            value = value_of(event, item)
+            if value is None or (numeric_only and not _is_number(value)):
+                continue
+            if is_ts:
+                value = ts
+            weight = 1.0
+            if weight_of is not None:
+                raw = weight_of(event, item)
+                if not _is_number(raw):
+                    continue
+                weight = float(raw)
+            out.append((key, value, weight))
+        return out
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    label: str  # as in the catalogue: "1m", "1h", "lifetime"
+    size_s: int  # 0 for lifetime
+    retention_s: int
+    base: str  # key prefix up to the bucket
+    scope_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMetric:
+    metric: Metric
+    read: Reader
+    windows: tuple[Window, ...]
+    scope: Getter | None = None  # co_occurrence: the field whose value groups the items
+
+    @property
+    def name(self) -> str:
+        return self.metric.name
+
+
+@dataclass(frozen=True)
+class CompiledViews:
+    """The catalogue's aggregated metrics, indexed by the event types they can match."""
+
+    metrics: tuple[CompiledMetric, ...]
+    by_type: Mapping[str, tuple[CompiledMetric, ...]]
+    any_type: tuple[CompiledMetric, ...]
+
+    def for_type(self, event_type: Any) -> tuple[CompiledMetric, ...]:
+        return self.by_type.get(event_type, self.any_type) if isinstance(event_type, str) else self.any_type
+
+
+def compile_views(
+    catalogue: Catalogue, keys: SpeedKeys, default_retention: Mapping[str, str]
+) -> CompiledViews:
+    compiled = []
+    for metric in catalogue.aggregated():
+        windows = tuple(
+            Window(
+                label=label,
+                size_s=0 if label == LIFETIME else parse_duration(label),
+                retention_s=retention_s(metric, label, default_retention),
+                base=keys.view_base(metric.name, label),
+                scope_base=keys.scope_base(metric.name, label),
+            )
+            for label in metric.windows
+        )
+        scope = _getter(metric.scope) if metric.scope else None
+        compiled.append(CompiledMetric(metric, compile_reader(metric), windows, scope))
+    any_type = tuple(c for c in compiled if not c.metric.filter.event_type)
+    types = {t for c in compiled for t in c.metric.filter.event_type}
+    by_type = {
+        t: tuple(c for c in compiled if not c.metric.filter.event_type or t in c.metric.filter.event_type)
+        for t in types
+    }
+    return CompiledViews(tuple(compiled), by_type, any_type)
+
+
+@dataclass
+class ViewOps:
+    """A batch's view updates, aggregated per key, ready for the Lua applier."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+    distinct: dict[str, set[str]] = field(default_factory=dict)
+    mins: dict[str, float] = field(default_factory=dict)
+    maxs: dict[str, float] = field(default_factory=dict)
+    lasts: dict[str, tuple[float, str]] = field(default_factory=dict)
+    ranks: dict[str, dict[str, float]] = field(default_factory=dict)
+    recents: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
+    pairs: dict[str, tuple[str, int, list[str]]] = field(default_factory=dict)
+    expiry: dict[str, int] = field(default_factory=dict)  # > 0: EXPIREAT; < 0: EXPIRE -n
+
+    def add(self, cm: CompiledMetric, event: Mapping[str, Any], ts: float, watermark: float) -> set[str]:
+        """Add one event's updates of one metric; returns the windows it was too late for."""
+        return self.add_event((cm,), event, ts, watermark)
+
+    def add_event(
+        self, metrics: Iterable[CompiledMetric], event: Mapping[str, Any], ts: float, watermark: float
+    ) -> set[str]:
+        """Add one event's updates of these metrics; returns the windows it was too late for."""
+        late: set[str] = set()
+        buckets: dict[int, tuple[int, int, bool]] = {}  # size -> (start, end, closed), once per event
+        counts, expiries = self.counts, self.expiry
+        for cm in metrics:
+            contributions = cm.read(event, ts)
+            if not contributions:
+                continue
+            aggregate = cm.metric.aggregate
+            for window in cm.windows:
+                size = window.size_s
+                if size:
+                    found = buckets.get(size)
+                    if found is None:
+                        start = int(ts // size) * size
+                        found = buckets[size] = (start, start + size, start + size <= watermark)
+                    start, end, closed = found
+                    if closed:
+                        late.add(window.label)
+                        continue
+                    base = f"{window.base}:{start}"
+                    expiry = end + window.retention_s
+                else:
+                    base, expiry = window.base, -window.retention_s
+                for key_parts, value, weight in contributions:
+                    key = base + ":" + ":".join(key_parts) if key_parts else base
+                    if aggregate == "count":
+                        counts[key] = counts.get(key, 0) + 1
+                        expiries[key] = expiry
+                    elif aggregate == "co_occurrence":
+                        self._co_occurs(cm, window, event, key, key_parts, value, expiry, size and start)
+                    else:
+                        expiries[key] = expiry
+                        self._update(aggregate, cm, key, value, weight, ts)
+        return late
+
+    def _update(
+        self, aggregate: str | None, cm: CompiledMetric, key: str, value: Any, weight: float, ts: float
+    ) -> None:
+        if aggregate == "sum":
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        elif aggregate == "count_distinct":
+            self.distinct.setdefault(key, set()).add(str(value))
+        elif aggregate == "top_k":
+            ranks = self.ranks.setdefault(key, {})
+            member = str(value)
+            ranks[member] = ranks.get(member, 0.0) + weight
+        elif aggregate == "last_n":
+            _, recent = self.recents.setdefault(key, (cm.metric.n, {}))
+            member = str(value)
+            if recent.get(member, float("-inf")) < ts:
+                recent[member] = ts
+        elif not _is_number(value):
+            return  # min/max/last keep numbers: a string "max" means nothing to the serving layer
+        elif aggregate == "min":
+            if key not in self.mins or value < self.mins[key]:
+                self.mins[key] = float(value)
+        elif aggregate == "max":
+            if key not in self.maxs or value > self.maxs[key]:
+                self.maxs[key] = float(value)
+        elif aggregate == "last" and (key not in self.lasts or self.lasts[key][0] <= ts):
+            self.lasts[key] = (ts, repr(float(value)))
+
+    def _co_occurs(
+        self,
+        cm: CompiledMetric,
+        window: Window,
+        event: Mapping[str, Any],
+        key: str,
+        key_parts: tuple[str, ...],
+        item: Any,
+        expiry: int,
+        bucket: int,
+    ) -> None:
+        scope = cm.scope(event, None) if cm.scope else None
+        if scope is None:
+            return
+        scope_base = f"{window.scope_base}:{bucket}" if window.size_s else window.scope_base
+        self._pair(f"{key}:", ":".join((scope_base, *key_parts, str(scope))), item, expiry)
+
+    def _pair(self, item_prefix: str, scope_key: str, item: Any, expiry: int) -> None:
+        entry = self.pairs.get(scope_key)
+        if entry is None:
+            entry = self.pairs[scope_key] = (item_prefix, expiry, [])
+        entry[2].append(str(item))
+
+    def payload(self) -> list[list[Any]]:
+        """The ops for ``apply.lua``: [kind, key, expiry, args...]."""
+        ops: list[list[Any]] = []
+        expiry = self.expiry
+        ops += [["incr", k, expiry[k], n] for k, n in self.counts.items()]
+        ops += [["incrf", k, expiry[k], repr(v)] for k, v in self.sums.items()]
+        for k, members in self.distinct.items():
+            ops += [["pfadd", k, expiry[k], *chunk] for chunk in _chunks(sorted(members))]
+        ops += [["min", k, expiry[k], repr(v)] for k, v in self.mins.items()]
+        ops += [["max", k, expiry[k], repr(v)] for k, v in self.maxs.items()]
+        ops += [["last", k, expiry[k], repr(t), v] for k, (t, v) in self.lasts.items()]
+        for k, ranks in self.ranks.items():
+            flat = [x for member, w in ranks.items() for x in (repr(w), member)]
+            ops += [["zincr", k, expiry[k], *chunk] for chunk in _chunks(flat)]
+        for k, (n, recent) in self.recents.items():
+            flat = [x for member, ts in recent.items() for x in (repr(ts), member)]
+            ops += [["lastn", k, expiry[k], n, *chunk] for chunk in _chunks(flat)]
+        for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
+            ops.append(["cooc", scope_key, -SCOPE_TTL_S, item_prefix, item_expiry, *items])
+        return ops
+
+
+def _chunks(values: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(values), MAX_ARGS):
+        yield values[start : start + MAX_ARGS]

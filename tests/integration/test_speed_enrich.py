@@ -1,0 +1,86 @@
+"""The enrich group on real Redis: one denormalised order per purchase, joined with the lake's
+reference CSVs (reloaded when they change) and with the user's latest identify traits."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis as redis_lib
+
+from ingest.generator import ClickstreamGenerator, GeneratorConfig
+from lambdalake import lake
+from lambdalake.consumer.processor import BatchContext
+from lambdalake.settings import Settings
+from lambdalake.stream.bus import StreamRecord
+from speed_layer.enrich import EnrichProcessor
+from speed_layer.keys import SpeedKeys
+from speed_layer.metrics import SpeedMetrics
+from tests.integration.test_speed_views import in_memory_records, speed_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_orders_are_joined_with_reference_data_and_traits_once(engines: Settings, tmp_path: Path) -> None:
+    settings = speed_settings(
+        engines, lake_uri_override=(tmp_path / "lake").as_uri(), enrich_reference_check_s=0.05
+    )
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    generator = ClickstreamGenerator(GeneratorConfig(events=5000, seed=4, start=start, duplicate_rate=0.03))
+    lake.write_bytes(
+        lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
+    )
+    lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
+    emitted = list(generator.emitted())
+    shards = in_memory_records(emitted)
+    processor = EnrichProcessor(settings, client, SpeedMetrics())
+    for _ in range(2):  # the second pass is a full replay
+        for shard, records in shards.items():
+            ctx = BatchContext("enrich", processor.stream, shard, "w", 1, 0, 1)
+            for i in range(0, len(records), 250):
+                processor.process_records(records[i : i + 250], ctx)
+
+    rows = client.xrange(SpeedKeys(settings.speed_key_prefix).orders)
+    orders = [orjson.loads(fields[b"order"]) for _, fields in rows]
+    purchases = {}
+    for e in emitted:
+        if e.kind != "malformed":
+            event = orjson.loads(e.line)
+            if event["event_type"] == "purchase":
+                purchases.setdefault(event["event_id"], event)
+    assert sorted(o["event_id"] for o in orders) == sorted(purchases)
+    names = {p.product_id: (p.name, p.brand) for p in generator.products}
+    for order in orders:
+        assert order["amount"] == purchases[order["event_id"]]["properties"]["amount"]
+        for item in order["items"]:
+            assert (item["name"], item["brand"]) == names[item["product_id"]]
+    with_promo = [o for o in orders if o["promo_code"]]
+    assert with_promo
+    assert all(o["promo_discount_pct"] for o in with_promo)
+    # every purchase by a user who identified earlier on the shard carries the traits
+    assert any(o["traits"] and "country" in o["traits"] for o in orders)
+
+    # the products file changes: later orders see the new names
+    renamed = generator.products_csv().replace(b"Classic ", b"Renamed ")
+    lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), renamed, settings)
+    time.sleep(0.1)
+    later = next(
+        e for e in emitted if e.kind != "malformed" and b'"purchase"' in e.line and b"Classic" not in e.line
+    )
+    event = orjson.loads(later.line)
+    event["event_id"] = "00000000-0000-4000-8000-000000000001"
+    event["properties"]["items"][0]["product_id"] = next(
+        p.product_id for p in generator.products if p.name.startswith("Classic ")
+    )
+    record = StreamRecord("shardId-new", "1", event["user_id"], orjson.dumps(event), time.time())
+    ctx = BatchContext("enrich", processor.stream, "shardId-new", "w", 1, 0, 1)
+    processor.process_records([record], ctx)
+    last = orjson.loads(
+        client.xrevrange(SpeedKeys(settings.speed_key_prefix).orders, count=1)[0][1][b"order"]
+    )
+    assert last["event_id"] == event["event_id"]
+    assert last["items"][0]["name"].startswith("Renamed ")

@@ -1,0 +1,255 @@
+"""The views group on real Redis: equal to a ground truth computed independently from the generated
+events, unchanged by replays, independent of batch boundaries, fenced against a zombie writer."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis as redis_lib
+
+from ingest.generator import ClickstreamGenerator, Emitted, GeneratorConfig
+from lambdalake.consumer.processor import BatchContext
+from lambdalake.settings import Settings
+from lambdalake.stream.bus import StreamRecord
+from speed_layer.metrics import SpeedMetrics
+from speed_layer.query import SpeedQuery
+from speed_layer.views import ViewsProcessor
+
+pytestmark = pytest.mark.integration
+
+LATENESS_S = 60
+SHARDS = ("shardId-000000000000", "shardId-000000000001")
+
+
+def speed_settings(engines: Settings, **overrides: Any) -> Settings:
+    """The session's engines with a key prefix of this test's own, so tests never share views."""
+    values = {
+        "speed_key_prefix": f"t{uuid.uuid4().hex[:8]}",
+        "allowed_lateness_s": LATENESS_S,
+        "speed_validate_events": True,
+    }
+    values.update(overrides)
+    return engines.model_copy(update=values)
+
+
+def generated(events: int, seed: int = 11, **config: Any) -> list[Emitted]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    options = {"events_per_s": 10.0, "late_rate": 0.02, "duplicate_rate": 0.03, "malformed_rate": 0.01}
+    options.update(config)
+    return list(
+        ClickstreamGenerator(GeneratorConfig(events=events, seed=seed, start=start, **options)).emitted()
+    )
+
+
+def in_memory_records(emitted: list[Emitted]) -> dict[str, list[StreamRecord]]:
+    """Records per shard as the stream would hold them: keyed by user, in arrival order."""
+    shards: dict[str, list[StreamRecord]] = defaultdict(list)
+    for i, e in enumerate(emitted):
+        try:
+            event = orjson.loads(e.line)
+            key = str(event.get("user_id") or event.get("anonymous_id") or i)
+        except (orjson.JSONDecodeError, AttributeError):
+            key = str(i)
+        shard = SHARDS[int(hashlib.md5(key.encode()).hexdigest(), 16) % len(SHARDS)]
+        sequence = str(49_000_000_000_000_000_000 + i)
+        shards[shard].append(StreamRecord(shard, sequence, key, e.line, e.arrival_ms / 1000))
+    return shards
+
+
+def _ts(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class Truth:
+    """A few views computed the plain way, straight from the generator's labelled lines."""
+
+    page_views_1m: Counter = field(default_factory=Counter)
+    revenue_1h: defaultdict = field(default_factory=lambda: defaultdict(float))
+    user_events: Counter = field(default_factory=Counter)
+    user_events_by_type: Counter = field(default_factory=Counter)
+    user_value: defaultdict = field(default_factory=lambda: defaultdict(float))
+    views_1m: defaultdict = field(default_factory=lambda: defaultdict(Counter))
+    units_1h: defaultdict = field(default_factory=lambda: defaultdict(Counter))
+    recent: defaultdict = field(default_factory=lambda: defaultdict(dict))
+    session_products: defaultdict = field(default_factory=lambda: defaultdict(set))
+    active_1h: defaultdict = field(default_factory=lambda: defaultdict(set))
+    late_events: int = 0
+
+    def co_viewed(self) -> dict[str, Counter]:
+        pairs: dict[str, Counter] = defaultdict(Counter)
+        for products in self.session_products.values():
+            for a in products:
+                for b in products:
+                    if a != b:
+                        pairs[a][b] += 1
+        return pairs
+
+
+def ground_truth(
+    by_shard: dict[str, list[tuple[float, Emitted]]], lateness: float = LATENESS_S, skew: float = 300
+) -> Truth:
+    """``by_shard``: (arrival seconds, labelled line) in each shard's order."""
+    truth = Truth()
+    seen: set[str] = set()
+    for records in by_shard.values():
+        newest = 0.0
+        for arrival, emitted in records:
+            if emitted.kind == "malformed":
+                continue
+            event = orjson.loads(emitted.line)
+            ts = _ts(event)
+            newest = max(newest, min(ts, arrival + skew))
+            if event["event_id"] in seen:
+                continue
+            seen.add(event["event_id"])
+            watermark = newest - lateness
+            minute, hour = int(ts // 60) * 60, int(ts // 3600) * 3600
+            minute_open, hour_open = minute + 60 > watermark, hour + 3600 > watermark
+            truth.late_events += not (minute_open and hour_open)
+            user = event.get("user_id") or event.get("anonymous_id")
+            kind, props = event["event_type"], event["properties"]
+            truth.user_events[user] += 1
+            truth.user_events_by_type[(user, kind)] += 1
+            if hour_open:
+                truth.active_1h[hour].add(user)
+            if kind == "page_view" and minute_open:
+                truth.page_views_1m[minute] += 1
+            if kind == "product_view":
+                if minute_open:
+                    truth.views_1m[minute][props["product_id"]] += 1
+                previous = truth.recent[user].get(props["product_id"], 0.0)
+                truth.recent[user][props["product_id"]] = max(previous, ts)
+                truth.session_products[event["session_id"]].add(props["product_id"])
+            if kind == "purchase":
+                truth.user_value[user] += props["amount"]
+                if hour_open:
+                    truth.revenue_1h[hour] += props["amount"]
+                    for item in props["items"]:
+                        truth.units_1h[hour][item["product_id"]] += item["quantity"]
+    return truth
+
+
+def run_in_memory(processor: ViewsProcessor, shards: dict[str, list[StreamRecord]], batch: int = 250) -> None:
+    for shard, records in shards.items():
+        ctx = BatchContext("views", processor.stream, shard, "test-worker", 1, 0, 1)
+        for start in range(0, len(records), batch):
+            processor.process_records(records[start : start + batch], ctx)
+
+
+SUMS = (b":v:revenue:", b":v:user_lifetime_value:")
+
+
+def snapshot(client: redis_lib.Redis, prefix: str) -> dict[bytes, Any]:
+    """Every view key of a prefix (without the prefix), dumped; sums as numbers, since float
+    addition in another order may differ in the last digit."""
+    keys = sorted(client.scan_iter(match=f"{prefix}:v:*", count=1000))
+    out: dict[bytes, Any] = {}
+    for key in keys:
+        short = key[len(prefix) :]
+        out[short] = (
+            pytest.approx(float(client.get(key)), rel=1e-12) if short.startswith(SUMS) else client.dump(key)
+        )
+    return out
+
+
+def assert_views_equal_truth(settings: Settings, client: redis_lib.Redis, truth: Truth) -> None:
+    prefix = settings.speed_key_prefix
+    query = SpeedQuery(settings, client)
+    for minute, n in truth.page_views_1m.items():
+        assert query.value("page_views", window="1m", buckets=[minute]) == n
+    stored_minutes = {int(k.split(b":")[-1]) for k in client.scan_iter(match=f"{prefix}:v:page_views:1m:*")}
+    assert stored_minutes == set(truth.page_views_1m)
+    for hour, amount in truth.revenue_1h.items():
+        assert query.value("revenue", window="1h", buckets=[hour]) == pytest.approx(amount, rel=1e-9)
+    for user, n in truth.user_events.items():
+        assert query.value("user_events", [user]) == n
+    for (user, kind), n in truth.user_events_by_type.items():
+        assert query.value("user_events_by_type", [user, kind]) == n
+    for user, value in truth.user_value.items():
+        assert query.value("user_lifetime_value", [user]) == pytest.approx(value, rel=1e-9)
+    for minute, counts in truth.views_1m.items():
+        top = query.top("trending_products_views", window="1m", buckets=[minute], k=1000)
+        assert dict(top) == {p: float(n) for p, n in counts.items()}
+    for hour, units in truth.units_1h.items():
+        top = query.top("trending_products_purchases", window="1h", buckets=[hour], k=1000)
+        assert dict(top) == {p: float(n) for p, n in units.items()}
+    for user, products in truth.recent.items():
+        newest = sorted(products.items(), key=lambda p: (-p[1], [-ord(c) for c in p[0]]))[:20]
+        assert query.recent("recently_viewed", [user]) == [p for p, _ in newest]
+    for product, others in truth.co_viewed().items():
+        related = query.related("co_viewed_products", product, k=1000)
+        assert dict(related) == {p: float(n) for p, n in others.items()}
+    for hour, users in truth.active_1h.items():
+        assert query.value("active_users", window="1h", buckets=[hour]) == pytest.approx(len(users), rel=0.02)
+    stats = client.hgetall(f"{prefix}:views:stats")
+    assert int(stats[b"late_events"]) == truth.late_events
+
+
+def truth_for(shards: dict[str, list[StreamRecord]], emitted: list[Emitted]) -> Truth:
+    by_line = {}
+    for e in emitted:
+        by_line.setdefault(e.line, e)
+    return ground_truth(
+        {s: [(r.arrival_ts, by_line[r.data]) for r in records] for s, records in shards.items()}
+    )
+
+
+def test_views_equal_an_independent_ground_truth_and_a_replay_changes_nothing(engines: Settings) -> None:
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(6000)
+    shards = in_memory_records(emitted)
+    truth = truth_for(shards, emitted)
+    assert truth.late_events > 10  # the data exercises lateness
+    processor = ViewsProcessor(settings, client, SpeedMetrics())
+    run_in_memory(processor, shards)
+    assert_views_equal_truth(settings, client, truth)
+
+    before = snapshot(client, settings.speed_key_prefix)
+    stats = client.hgetall(f"{settings.speed_key_prefix}:views:stats")
+    # a restart replays from TRIM_HORIZON with other batch boundaries: nothing changes
+    run_in_memory(ViewsProcessor(settings, client, SpeedMetrics()), shards, batch=97)
+    assert snapshot(client, settings.speed_key_prefix) == before
+    assert client.hgetall(f"{settings.speed_key_prefix}:views:stats") == stats
+    assert int(stats[b"duplicates"]) > 50
+    assert int(stats[b"invalid"]) > 10
+
+
+def test_views_do_not_depend_on_batch_boundaries(engines: Settings) -> None:
+    emitted = generated(2500, seed=5)
+    shards = in_memory_records(emitted)
+    dumps = []
+    for batch in (1, 13, 500):
+        settings = speed_settings(engines)
+        client = redis_lib.Redis.from_url(settings.redis_url)
+        run_in_memory(ViewsProcessor(settings, client, SpeedMetrics()), shards, batch=batch)
+        dumps.append(snapshot(client, settings.speed_key_prefix))
+    assert dumps[0] == dumps[1] == dumps[2]
+
+
+def test_a_zombie_with_a_stale_state_cannot_apply_a_record_twice(engines: Settings) -> None:
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(3000, seed=3)
+    shards = in_memory_records(emitted)
+    metrics = SpeedMetrics()
+    zombie = ViewsProcessor(settings, client, metrics)
+    heir = ViewsProcessor(settings, client, metrics)
+    for shard, records in shards.items():
+        third = len(records) // 3
+        ctx = BatchContext("views", zombie.stream, shard, "w", 1, 0, 1)
+        zombie.process_records(records[:third], ctx)  # the zombie caches the shard's state
+        heir.process_records(records[: 2 * third], ctx)  # the heir re-reads the first third too
+        zombie.process_records(records[third : 2 * third + 50], ctx)  # stale: must not double-apply
+        heir.process_records(records[2 * third :], ctx)
+    # per shard: the zombie's stale state conflicts once, then the heir's (the zombie moved it)
+    assert metrics.conflicts.labels("views")._value.get() == 2 * len(shards)
+    assert_views_equal_truth(settings, client, truth_for(shards, emitted))

@@ -1,0 +1,207 @@
+"""The speed layer's compiled reading of the catalogue equals the evaluator's, and windows close."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from ingest.generator import ClickstreamGenerator, GeneratorConfig
+from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue
+from lambdalake.metrics.evaluate import contributions, event_time_s
+from lambdalake.stream.bus import StreamRecord
+from speed_layer.compiler import MAX_ARGS, ViewOps, compile_reader, compile_views
+from speed_layer.keys import SCOPE_TTL_S, SpeedKeys, retention_s
+from speed_layer.records import parse_records
+
+RETENTION = {"1m": "2d", "1h": "15d", "1d": "400d", "lifetime": "400d"}
+EXTRA = """
+metrics:
+  - name: big_books_items
+    description: Exploded purchase items of books with quantity over 1, by category.
+    filter:
+      event_type: purchase
+      where:
+        - {field: item.category, op: in, value: [books, toys]}
+        - {field: item.quantity, op: ">", value: 1}
+    explode: properties.items
+    by: [item.category]
+    aggregate: sum
+    field: item.price
+    windows: [5m]
+  - name: mobile_last_amount
+    description: Latest purchase amount per country, mobile only.
+    filter:
+      where: [{field: context.device, op: "==", value: mobile}, {field: properties.amount, op: exists}]
+    by: [context.country]
+    aggregate: last
+    field: properties.amount
+"""
+
+
+def _events(n: int = 3000) -> list[dict]:
+    out = []
+    for emitted in ClickstreamGenerator(GeneratorConfig(events=n, seed=7, fraud_rate=0.05)).emitted():
+        try:
+            event = orjson.loads(emitted.line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def test_compiled_readers_equal_the_evaluator_for_every_metric() -> None:
+    catalogue = parse_catalogue([("builtin.yaml", _builtin_text()), ("extra.yaml", EXTRA)])
+    events = _events()
+    checked = 0
+    for metric in catalogue.aggregated():
+        read = compile_reader(metric)
+        for event in events:
+            try:
+                ts = event_time_s(event)
+            except (KeyError, ValueError, TypeError):
+                continue
+            expected = [(c.key, c.value, c.weight) for c in contributions(metric, event)]
+            assert read(event, ts) == expected, (metric.name, event)
+            checked += len(expected)
+    assert checked > 10_000
+
+
+def _builtin_text() -> str:
+    from importlib import resources
+
+    return (resources.files("lambdalake.metrics") / "builtin.yaml").read_text()
+
+
+def _event(event_type: str, ts: str, **properties: object) -> dict:
+    return {
+        "event_id": "6f1f8f5e-8d2a-4a53-9c55-2f0e5f0b7a10",
+        "event_type": event_type,
+        "user_id": "u1",
+        "session_id": "s1",
+        "ts": ts,
+        "properties": properties,
+        "context": {},
+    }
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_an_event_for_a_closed_window_is_late_there_but_counts_in_open_windows() -> None:
+    views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
+    (page_views,) = [c for c in views.metrics if c.name == "page_views"]
+    event = _event("page_view", "2026-01-01T10:00:30Z", path="/")
+    ops = ViewOps()
+    # watermark past the end of 10:00-10:01 but inside the hour and the day
+    late = ops.add(page_views, event, _ts("2026-01-01T10:00:30+00:00"), _ts("2026-01-01T10:01:00+00:00"))
+    assert late == {"1m"}
+    hour = int(_ts("2026-01-01T10:00:00+00:00"))
+    day = int(_ts("2026-01-01T00:00:00+00:00"))
+    assert ops.counts == {f"t:v:page_views:1h:{hour}": 1, f"t:v:page_views:1d:{day}": 1}
+    assert ops.expiry[f"t:v:page_views:1h:{hour}"] == hour + 3600 + 15 * 86400
+    # a watermark a second earlier leaves the minute open
+    ops = ViewOps()
+    assert (
+        ops.add(page_views, event, _ts("2026-01-01T10:00:30+00:00"), _ts("2026-01-01T10:00:59+00:00"))
+        == set()
+    )
+    assert len(ops.counts) == 3
+
+
+def test_a_batch_is_aggregated_per_key_and_serialised_for_the_script() -> None:
+    views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
+    ops = ViewOps()
+    for i, product in enumerate(["P1", "P2", "P1", "P3", "P1"]):
+        event = _event("product_view", f"2026-01-01T10:00:0{i}Z", product_id=product, category="books")
+        event["session_id"] = "s1"
+        for cm in views.for_type("product_view"):
+            assert ops.add(cm, event, _ts(event["ts"].replace("Z", "+00:00")), 0.0) == set()
+    minute = int(_ts("2026-01-01T10:00:00+00:00"))
+    assert ops.ranks[f"t:v:trending_products_views:1m:{minute}"] == {"P1": 3.0, "P2": 1.0, "P3": 1.0}
+    assert ops.ranks[f"t:v:trending_products_views_by_category:1m:{minute}:books"]["P1"] == 3.0
+    # recently viewed keeps each product once, at its newest time
+    _, recent = ops.recents["t:v:recently_viewed:lifetime:u1"]
+    assert recent == {
+        "P1": _ts("2026-01-01T10:00:04+00:00"),
+        "P2": _ts("2026-01-01T10:00:01+00:00"),
+        "P3": _ts("2026-01-01T10:00:03+00:00"),
+    }
+    payload = ops.payload()
+    kinds = {op[0] for op in payload}
+    assert {"incr", "zincr", "lastn", "cooc", "pfadd", "min", "max"} <= kinds
+    (cooc,) = [op for op in payload if op[0] == "cooc"]
+    assert cooc[1] == "t:scope:co_viewed_products:lifetime:s1"
+    assert cooc[2] == -SCOPE_TTL_S
+    assert cooc[3] == "t:v:co_viewed_products:lifetime:"
+    assert cooc[5:] == ["P1", "P2", "P1", "P3", "P1"]
+    (count,) = [op for op in payload if op[1] == f"t:v:product_views:1m:{minute}"]
+    assert count == ["incr", f"t:v:product_views:1m:{minute}", minute + 60 + 2 * 86400, 5]
+
+
+def test_large_member_lists_are_split_under_luas_unpack_limit() -> None:
+    views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
+    (active,) = [c for c in views.metrics if c.name == "active_users"]
+    ops = ViewOps()
+    for i in range(2 * MAX_ARGS + 5):
+        event = _event("page_view", "2026-01-01T10:00:00Z", path="/")
+        event["user_id"] = f"u{i}"
+        ops.add(active, event, _ts("2026-01-01T10:00:00+00:00"), 0.0)
+    minute_ops = [op for op in ops.payload() if op[1].startswith("t:v:active_users:1m:")]
+    assert [len(op) - 3 for op in minute_ops] == [MAX_ARGS, MAX_ARGS, 5]
+
+
+def test_retention_comes_from_the_metric_then_settings_then_a_floor() -> None:
+    catalogue = load_catalogue()
+    assert retention_s(catalogue["active_users"], "1m", RETENTION) == 2 * 86400
+    assert retention_s(catalogue["recently_viewed"], "lifetime", RETENTION) == 30 * 86400
+    assert retention_s(catalogue["page_views"], "1h", {}) == 100 * 3600
+    assert retention_s(catalogue["page_views"], "1m", {}) == 2 * 86400
+    extra = parse_catalogue([("extra.yaml", EXTRA)])
+    assert retention_s(extra["big_books_items"], "5m", RETENTION) == 2 * 86400
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"event_id": "x"', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (
+            b'{"event_id": "not-a-uuid", "event_type": "page_view", "user_id": "u", "ts": "2026-01-01T00:00:00Z"}',
+            "event_id is not a UUID",
+        ),
+        (
+            b'{"event_id": "6f1f8f5e-8d2a-4a53-9c55-2f0e5f0b7a10", "event_type": "page_view", "user_id": "u",'
+            b' "ts": "2026-01-01T00:00:00"}',
+            "ts is not an RFC 3339 time with an offset",
+        ),
+        (
+            b'{"event_id": "6f1f8f5e-8d2a-4a53-9c55-2f0e5f0b7a10", "event_type": "page_view",'
+            b' "ts": "2026-01-01T00:00:00Z"}',
+            "user_id or anonymous_id is required",
+        ),
+        (
+            b'{"event_id": "6f1f8f5e-8d2a-4a53-9c55-2f0e5f0b7a10", "event_type": "page_view", "user_id": "u",'
+            b' "ts": "2026-01-01T00:00:00Z", "properties": "oops"}',
+            "properties is not an object",
+        ),
+    ],
+)
+def test_unreadable_records_carry_a_reason(line: bytes, reason: str) -> None:
+    (parsed,) = parse_records([StreamRecord("s", "1", "k", line, 0.0)])
+    assert parsed.event is None
+    assert parsed.reason == reason
+
+
+def test_full_contract_validation_is_optional() -> None:
+    from lambdalake.contract import EventValidator
+
+    line = orjson.dumps(_event("purchase", "2026-01-01T00:00:00Z", amount=-5, currency="usd"))
+    (light,) = parse_records([StreamRecord("s", "1", "k", line, 0.0)])
+    (full,) = parse_records([StreamRecord("s", "1", "k", line, 0.0)], EventValidator())
+    assert light.event is not None
+    assert full.event is None
+    assert full.reason
