@@ -1,43 +1,105 @@
 """`lambdalake demo` (what `make demo` runs): the platform end to end on the local profile.
 
-Each layer adds its step here as it lands; today: start the engines, generate a sample of recent
-traffic (a few closed hours plus the current one) with reference data, send it through the
-collector onto the stream (rejects go to the dead-letter stream), and say where everything is.
+Starts the engines, generates a sample of recent traffic (a few closed hours plus the current
+one) with reference data, starts the collector and the speed layer, sends the sample through the
+collector, shows the real-time views it produced, then keeps a live stream of events flowing
+until Ctrl-C, which stops every service it started (the engines and their data stay). Each layer
+adds its step here as it lands.
 """
 
 from __future__ import annotations
 
+import signal
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import typer
 
-from lambdalake.settings import get_settings
+from lambdalake.settings import Settings, get_settings
+
+SPEED_GROUPS = "views,alerts,enrich"
+LIVE_USERS = 2_000
 
 
 def demo(
     events: int = typer.Option(20_000, "--events", "-n", min=1, help="Size of the generated sample."),
     hours: int = typer.Option(3, "--hours", min=1, help="How many past hours the sample covers."),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = typer.Option(
+        42, "--seed", help="Mixed with the hour, so a rerun within the hour resends the same events."
+    ),
+    follow: bool = typer.Option(
+        True,
+        "--follow/--no-follow",
+        help="Keep a live stream flowing until Ctrl-C (else stop after the sample).",
+    ),
+    rate: float = typer.Option(5.0, "--rate", min=0.1, help="Live events per second with --follow."),
 ) -> None:
-    """Start the engines, generate a sample, and print where to look."""
+    """Start everything, send a sample through the collector, show the views, then stream live events."""
     from ingest.collector.process import CollectorProcess
-    from ingest.generator import ClickstreamGenerator, GeneratorConfig
-    from lambdalake import lake
-    from lambdalake.cli.engines import status
-    from lambdalake.cli.send import send
+    from lambdalake.local.process import ServiceProcess
     from lambdalake.local.services import LocalEngines
 
+    # Ctrl-C and SIGTERM both stop every service this demo started (and only those). A shell that
+    # starts the demo in the background leaves SIGINT ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = get_settings()
-    typer.secho("1/4 local engines", bold=True)
+    step = _Steps(5)
+    step("local engines")
     LocalEngines(settings).up(progress=lambda msg: typer.echo(f"    {msg}"))
 
-    typer.secho(f"2/4 sample: {events:,} events over the last {hours} hours", bold=True)
+    step(f"sample: {events:,} events over the last {hours} hours")
+    sample = _write_sample(settings, events, hours, seed)
+    typer.echo(f"    wrote {sample}")
+
+    step("services: collector and speed layer")
+    services: list[ServiceProcess] = []
+    try:
+        services.append(CollectorProcess(settings).start(timeout_s=60))
+        typer.echo(f"    collector  http://127.0.0.1:{settings.collector_port}   log {services[-1].log_path}")
+        services.append(
+            ServiceProcess(settings, ["speed", "--groups", SPEED_GROUPS], name="speed").start(timeout_s=60)
+        )
+        typer.echo(f"    speed      groups {SPEED_GROUPS}   log {services[-1].log_path}")
+
+        step("sending the sample through the collector")
+        _send(sample)
+        typer.echo("    waiting for the speed layer to catch up ...")
+        _wait_for_views(settings)
+        _show_views(settings)
+        _where(settings, sample)
+        if follow:
+            _live(settings, rate, services)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if services:
+            typer.echo("stopped the collector and the speed layer; the engines keep running (`make down`).")
+
+
+class _Steps:
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def __call__(self, title: str) -> None:
+        self.done += 1
+        typer.secho(f"{self.done}/{self.total} {title}", bold=True)
+
+
+def _write_sample(settings: Settings, events: int, hours: int, seed: int) -> Path:
+    from ingest.generator import ClickstreamGenerator, GeneratorConfig
+    from lambdalake import lake
+
     now = datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
     span_s = max((now - start).total_seconds(), 1.0)
-    generator = ClickstreamGenerator(
-        GeneratorConfig(events=events, seed=seed, start=start, events_per_s=events / span_s)
-    )
+    # The same hour gives the same events (same event_ids: a rerun is deduped, not double-counted);
+    # a later hour gives new ones.
+    hour_seed = seed * 1_000_003 + int(start.timestamp()) // 3600
+    config = GeneratorConfig(events=events, seed=hour_seed, start=start, events_per_s=events / span_s)
+    generator = ClickstreamGenerator(config)
     sample = settings.home / "demo" / "events.ndjson"
     sample.parent.mkdir(parents=True, exist_ok=True)
     with sample.open("wb") as out:
@@ -47,41 +109,153 @@ def demo(
         lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
     )
     lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
-    typer.echo(f"    wrote {sample}")
+    return sample
 
-    typer.secho(f"3/4 collector on 127.0.0.1:{settings.collector_port}: sending the sample", bold=True)
-    with CollectorProcess(settings):
-        send(
-            file=str(sample),
-            endpoint=None,
-            write_key=None,
-            batch_size=None,
-            concurrency=None,
-            progress=True,
-            as_json=False,
+
+def _send(sample: Path) -> None:
+    from lambdalake.cli.send import send
+
+    send(
+        file=str(sample),
+        endpoint=None,
+        write_key=None,
+        batch_size=None,
+        concurrency=None,
+        progress=True,
+        as_json=False,
+    )
+
+
+def _redis(settings: Settings) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+
+
+def _processed(settings: Settings) -> int:
+    from speed_layer.keys import SpeedKeys
+
+    stats = _redis(settings).hgetall(SpeedKeys(settings.speed_key_prefix).stats("views"))
+    return sum(int(stats.get(field, 0)) for field in (b"applied", b"duplicates", b"invalid"))
+
+
+def _wait_for_views(settings: Settings, quiet_s: float = 3.0, timeout_s: float = 120.0) -> None:
+    """Until the views group has processed something and its count has not moved for ``quiet_s``."""
+    deadline = time.monotonic() + timeout_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = _processed(settings)
+        if count != last:
+            last, since = count, time.monotonic()
+        elif count > 0 and time.monotonic() - since >= quiet_s:
+            typer.echo(f"    views caught up: {count:,} records processed")
+            return
+        time.sleep(0.5)
+    typer.echo(f"    views still busy after {timeout_s:.0f}s ({last:,} records so far); showing them anyway")
+
+
+def _show_views(settings: Settings) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from speed_layer.query import SpeedQuery
+
+    query = SpeedQuery(settings, _redis(settings))
+    console = Console()
+    now = time.time()
+    hourly = Table("hour (UTC)", "page views", "orders", "revenue", "users", "abandoned carts",
+                   title="speed layer, per hour")  # fmt: skip
+    for start, _ in query.series("page_views", "1h", now - 4 * 3600, now + 1):
+
+        def value(name: str, bucket: int = start) -> float | None:
+            return query.value(name, window="1h", buckets=[bucket])
+
+        revenue, abandonment = value("revenue"), value("cart_abandonment_rate")
+        hourly.add_row(
+            datetime.fromtimestamp(start, UTC).strftime("%m-%d %H:00"),
+            f"{value('page_views') or 0:,.0f}",
+            f"{value('orders') or 0:,.0f}",
+            f"{revenue or 0:,.2f}",
+            f"{value('active_users') or 0:,.0f}",
+            "-" if abandonment is None else f"{abandonment:.0%}",
         )
+    console.print(hourly)
+    trending = Table("product", "views, last hour", title="trending products")
+    for product, views in query.top("trending_products_views", span="1h", k=5):
+        trending.add_row(product, f"{views:,.0f}")
+    console.print(trending)
+    active = query.sliding("active_users", "5m")
+    typer.echo(f"    active users in the last 5 minutes: {active or 0:,.0f}")
 
-    typer.secho("4/4 where to look", bold=True)
-    status(as_json=False)
+
+def _where(settings: Settings, sample: Path) -> None:
+    from lambdalake import lake
+
+    typer.secho("where to look", bold=True)
     rows = [
         ("sample events (NDJSON)", str(sample)),
+        ("collector", f"http://127.0.0.1:{settings.collector_port}  (/metrics, /healthz, /tracker.js)"),
+        ("speed metrics", f"http://127.0.0.1:{settings.consumer_metrics_port}/metrics"),
+        ("Redis views", f"{settings.redis_url}  (keys {settings.speed_key_prefix}:v:*)"),
+        ("stream", f"{settings.stream_name} ({settings.stream_shards} shards), {settings.kinesis_endpoint}"),
+        ("dead letters", f"{settings.dlq_stream_name} at {settings.kinesis_endpoint}"),
         ("lake", settings.lake_uri),
         ("reference data", lake.join(settings.lake_uri, "reference")),
-        (
-            "stream",
-            f"{settings.stream_name} ({settings.stream_shards} shards) at {settings.kinesis_endpoint}",
-        ),
-        ("dead letters", f"{settings.dlq_stream_name} at {settings.kinesis_endpoint}"),
-        ("Redis", settings.redis_url),
-        (
-            "warehouse",
-            f"psql postgresql://{settings.warehouse_user}@127.0.0.1:{settings.warehouse_port}/{settings.warehouse_db}",
-        ),
-        ("engine logs", str(settings.log_dir)),
-    ]
+        ("warehouse", f"postgresql://{settings.warehouse_user}@127.0.0.1:{settings.warehouse_port}/{settings.warehouse_db}"),
+        ("logs", str(settings.log_dir)),
+    ]  # fmt: skip
     for name, where in rows:
         typer.echo(f"    {name:<24} {where}")
-    typer.echo("Stop the engines with `make down` (data is kept); `make demo` again resumes.")
+
+
+def _live(settings: Settings, rate: float, services: list[Any]) -> None:
+    """Stream generated events in real time through the Python producer until Ctrl-C."""
+    import orjson
+
+    from ingest.generator import ClickstreamGenerator, GeneratorConfig
+    from lambdalake.client import Producer
+    from speed_layer.query import SpeedQuery
+
+    typer.secho(f"live: {rate:g} events/s through the Python producer; Ctrl-C stops", bold=True)
+    query = SpeedQuery(settings, _redis(settings))
+    producer = Producer(settings=settings)
+    start = datetime.now(UTC)
+    # A week of events at most; the user count is set, else it would scale with that count.
+    config = GeneratorConfig(
+        events=int(rate * 7 * 86400),
+        seed=int(start.timestamp()),
+        start=start,
+        events_per_s=rate,
+        users=LIVE_USERS,
+    )
+    generator = ClickstreamGenerator(config)
+    wall0, start_ms, sent, next_report = time.monotonic(), start.timestamp() * 1000, 0, time.monotonic() + 10
+    try:
+        for item in generator.emitted():
+            wait = (item.arrival_ms - start_ms) / 1000 - (time.monotonic() - wall0)
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                producer.send(orjson.loads(item.line))
+                sent += 1
+            except (orjson.JSONDecodeError, ValueError, TypeError):
+                pass  # the generator's malformed events: the producer refuses them client-side
+            if time.monotonic() >= next_report:
+                next_report += 10
+                if not all(service.alive() for service in services):
+                    typer.secho("a service stopped: see the logs above", fg=typer.colors.RED)
+                    return
+                minute = int(time.time() // 60) * 60
+                page_views = query.value("page_views", window="1m", buckets=[minute]) or 0
+                active = query.sliding("active_users", "5m") or 0
+                typer.echo(
+                    f"    {datetime.now(UTC):%H:%M:%S}  sent {sent:,}  "
+                    f"page views this minute {page_views:,.0f}  active users (5 min) {active:,.0f}"
+                )
+    except KeyboardInterrupt:
+        typer.echo("\nstopping ...")
+    finally:
+        producer.close()
 
 
 def register(app: typer.Typer) -> None:
