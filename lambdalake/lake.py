@@ -62,3 +62,34 @@ def read_bytes(uri: str, settings: Settings | None = None) -> bytes:
     filesystem_, path = filesystem(uri, settings)
     with filesystem_.open_input_stream(path) as stream:
         return bytes(stream.read())
+
+
+def list_files(uri: str, settings: Settings | None = None, recursive: bool = True) -> list[tuple[str, int]]:
+    """(URI, size) of every object under a prefix, sorted; an absent prefix has none."""
+    from pyarrow import fs
+
+    filesystem_, path = filesystem(uri, settings)
+    selector = fs.FileSelector(path.rstrip("/"), allow_not_found=True, recursive=recursive)
+    base, inner = uri.rstrip("/"), path.rstrip("/")
+    out = [
+        (base + info.path[len(inner) :], int(info.size or 0))
+        for info in filesystem_.get_file_info(selector)
+        if info.type == fs.FileType.File
+    ]
+    return sorted(out)
+
+
+def exists(uri: str, settings: Settings | None = None) -> bool:
+    from pyarrow import fs
+
+    filesystem_, path = filesystem(uri, settings)
+    return bool(filesystem_.get_file_info(path).type == fs.FileType.File)
+
+
+def delete(uri: str, settings: Settings | None = None) -> None:
+    """Delete an object; deleting one that is already gone is not an error (retries repeat deletes)."""
+    from pyarrow import fs
+
+    filesystem_, path = filesystem(uri, settings)
+    if filesystem_.get_file_info(path).type == fs.FileType.File:
+        filesystem_.delete_file(path)

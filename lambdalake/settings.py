@@ -158,9 +158,15 @@ class Settings(BaseSettings):
     )
 
     # --- batch layer (issue 6) ---
-    spark_master: str = Field(default="local[*]", description="Local profile only; spark-submit sets it on EMR.")
-    spark_driver_memory: str = Field(default="4g", description="Driver heap (local mode runs everything in it).")
-    spark_shuffle_partitions: int = Field(default=8, ge=1, description="Small for one machine, larger on EMR.")
+    spark_master: str = Field(
+        default="local[*]", description="Local profile only; spark-submit sets it on EMR."
+    )
+    spark_driver_memory: str = Field(
+        default="4g", description="Driver heap (local mode runs everything in it)."
+    )
+    spark_shuffle_partitions: int = Field(
+        default=8, ge=1, description="Small for one machine, larger on EMR."
+    )
     batch_dedupe_lookback_hours: int = Field(
         default=7 * 24, ge=0, description="Earlier clean hours searched for an event_id already kept."
     )

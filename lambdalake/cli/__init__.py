@@ -20,12 +20,14 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `lambdalake --help` stays fast: modules import heavy libraries lazily.
-    from lambdalake.cli import bench, collector, demo, engines, generate, send, speed
+    from lambdalake.cli import bench, collector, deliver, demo, engines, generate, send, speed, sql
 
     engines.register(app)
     generate.register(app)
     collector.register(app)
     speed.register(app)
+    deliver.register(app)
+    sql.register(app)
     send.register(app)
     bench.register(app)
     demo.register(app)

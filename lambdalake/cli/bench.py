@@ -13,6 +13,8 @@ BENCHMARKS: dict[str, str] = {
     "contract": "bench.contract:run",
     "collector": "bench.collector:run",
     "speed": "bench.speed:run",
+    "delivery": "bench.delivery:run",
+    "warehouse": "bench.warehouse:run",
 }
 
 

@@ -1,0 +1,13 @@
+CREATE EXTERNAL TABLE IF NOT EXISTS metrics_hourly_v1 (
+  `metric` STRING,
+  `window` STRING,
+  `bucket_start` TIMESTAMP,
+  `key` array<string>,
+  `item` STRING,
+  `rank` INT,
+  `value` DOUBLE
+)
+PARTITIONED BY (`year` STRING, `month` STRING, `day` STRING, `hour` STRING)
+STORED AS PARQUET
+LOCATION '{lake_uri}/curated/metrics_hourly_v1/'
+TBLPROPERTIES ('classification' = 'parquet')

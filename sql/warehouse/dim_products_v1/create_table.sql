@@ -1,0 +1,9 @@
+CREATE TABLE IF NOT EXISTS dim_products_v1 (
+    product_id VARCHAR(32) NOT NULL ENCODE RAW,
+    name       VARCHAR(256) ENCODE ZSTD,
+    category   VARCHAR(64) ENCODE ZSTD,
+    price      DECIMAL(10,2) ENCODE AZ64,
+    brand      VARCHAR(64) ENCODE ZSTD
+)
+DISTSTYLE ALL
+COMPOUND SORTKEY (product_id);
