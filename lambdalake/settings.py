@@ -174,6 +174,30 @@ class Settings(BaseSettings):
         default=24 * 31, ge=1, description="Hours one Spark job processes in a backfill (many hours per JVM)."
     )
 
+    # --- orchestration and quality gates (issue 6) ---
+    batch_meta_schema: str = Field(
+        default="lambdalake_meta", description="Warehouse schema of the batch watermark (published hours)."
+    )
+    batch_empty_hour_horizon_hours: int = Field(
+        default=24, ge=1, description="An hour without a manifest is closed and empty once a later hour "
+        "within this horizon has one."
+    )
+    batch_manifest_timeout_s: int = Field(
+        default=6 * 3600, ge=60, description="How long the hourly DAG waits for an hour's raw manifest."
+    )
+    batch_raw_retention_days: int = Field(
+        default=400, ge=1, description="Raw and error zone hours older than this are deleted by maintenance."
+    )
+    batch_compact_min_files: int = Field(
+        default=8, ge=2, description="Maintenance compacts a closed raw hour with at least this many files."
+    )
+    airflow_port: int = Field(default=8780, description="Airflow API server / UI port (local profile).")
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str = Field(
+        default="lambdalake-admin", description="Local Airflow login; documented, local profile only."
+    )
+    airflow_parallelism: int = Field(default=4, ge=1, description="Airflow task slots on one machine.")
+
     # --- HTTP services ---------------------------------------------------------------------------
     collector_port: int = 8700
     serving_port: int = 8800

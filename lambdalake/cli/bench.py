@@ -12,6 +12,7 @@ import typer
 BENCHMARKS: dict[str, str] = {
     "contract": "bench.contract:run",
     "collector": "bench.collector:run",
+    "batch": "bench.batch:run",
     "speed": "bench.speed:run",
     "delivery": "bench.delivery:run",
     "warehouse": "bench.warehouse:run",

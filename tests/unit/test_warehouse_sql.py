@@ -165,8 +165,8 @@ def test_an_athena_query_over_the_partitions_parses_with_trino() -> None:
 
 def test_lake_tables_agree_with_the_batch_layer_and_delivery_columns() -> None:
     """Drift between spark_jobs/ (or the delivery) and sql/athena/ fails here, not in a load at 3 a.m."""
-    schemas = pytest.importorskip("spark_jobs.schemas")
     from ingest.delivery.schema import RAW_SCHEMA
+    from spark_jobs import schemas
 
     spark = {
         "clean_events": schemas.CLEAN_COLUMNS,

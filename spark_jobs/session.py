@@ -1,0 +1,36 @@
+"""The SparkSession of a batch job, built from settings: local mode here, the cluster's on EMR."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from lambdalake.settings import Settings
+
+# Event time is UTC everywhere; partition strings (hour=05) are formatted in the session time zone.
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.ansi.enabled": "true",
+}
+
+
+def spark_session(settings: Settings, app_name: str = "lambdalake-batch") -> SparkSession:
+    """A session for the settings' profile; `spark-submit` on a cluster supplies the master itself."""
+    builder = SparkSession.builder.appName(app_name)
+    conf = {
+        **BASE_CONF,
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.driver.memory": settings.spark_driver_memory,
+    }
+    if settings.is_local:
+        builder = builder.master(settings.spark_master)
+        conf |= {
+            "spark.ui.enabled": "false",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.driver.host": "127.0.0.1",
+            "spark.local.dir": str(settings.home / "spark"),
+        }
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
