@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 
 import typer
@@ -23,6 +24,9 @@ def bench(
     name: str | None = typer.Argument(None, help=f"Which benchmark: {', '.join(BENCHMARKS)}."),
     quick: bool = typer.Option(False, "--quick", help="A smaller run that finishes in under a minute."),
     list_: bool = typer.Option(False, "--list", help="Print the benchmark names, one a line."),
+    events: int | None = typer.Option(
+        None, "--events", min=1, help="How many events, for the benchmarks that take a size (batch)."
+    ),
 ) -> None:
     """Run one benchmark; progress goes to stderr, the last line on stdout is its JSON figures."""
     if list_:
@@ -34,7 +38,12 @@ def bench(
         raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     module_name, func_name = BENCHMARKS[name].split(":")
     run = getattr(importlib.import_module(module_name), func_name)
-    figures = run(quick=quick, progress=lambda msg: typer.echo(msg, err=True))
+    options = {}
+    if events is not None:
+        if "events" not in inspect.signature(run).parameters:
+            raise typer.BadParameter(f"benchmark {name!r} does not take --events")
+        options["events"] = events
+    figures = run(quick=quick, progress=lambda msg: typer.echo(msg, err=True), **options)
     typer.echo(json.dumps(figures))
 
 
