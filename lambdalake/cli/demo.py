@@ -1,10 +1,10 @@
 """`lambdalake demo` (what `make demo` runs): the platform end to end on the local profile.
 
 Starts the engines, generates a sample of recent traffic (a few closed hours plus the current
-one) with reference data, starts the collector and the speed layer, sends the sample through the
-collector, shows the real-time views it produced, then keeps a live stream of events flowing
-until Ctrl-C, which stops every service it started (the engines and their data stay). Each layer
-adds its step here as it lands.
+one) with reference data, starts the collector, the speed layer and lake delivery, sends the
+sample through the collector, shows the real-time views and the lake files it produced, then
+keeps a live stream of events flowing until Ctrl-C, which stops every service it started (the
+engines and their data stay). Each layer adds its step here as it lands.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def demo(
     sample = _write_sample(settings, events, hours, seed)
     typer.echo(f"    wrote {sample}")
 
-    step("services: collector and speed layer")
+    step("services: collector, speed layer, lake delivery")
     services: list[ServiceProcess] = []
     try:
         services.append(CollectorProcess(settings).start(timeout_s=60))
@@ -63,12 +63,15 @@ def demo(
             ServiceProcess(settings, ["speed", "--groups", SPEED_GROUPS], name="speed").start(timeout_s=60)
         )
         typer.echo(f"    speed      groups {SPEED_GROUPS}   log {services[-1].log_path}")
+        services.append(ServiceProcess(settings, ["deliver"], name="deliver").start(timeout_s=60))
+        typer.echo(f"    delivery   stream -> {settings.lake_uri}/raw   log {services[-1].log_path}")
 
         step("sending the sample through the collector")
         _send(sample)
         typer.echo("    waiting for the speed layer to catch up ...")
         _wait_for_views(settings)
         _show_views(settings)
+        _show_lake(settings)
         _where(settings, sample)
         if follow:
             _live(settings, rate, services)
@@ -76,7 +79,7 @@ def demo(
         for service in reversed(services):
             service.stop()
         if services:
-            typer.echo("stopped the collector and the speed layer; the engines keep running (`make down`).")
+            typer.echo("stopped the services; the engines and all data keep (`make down` stops the engines).")
 
 
 class _Steps:
@@ -188,6 +191,39 @@ def _show_views(settings: Settings) -> None:
     typer.echo(f"    active users in the last 5 minutes: {active or 0:,.0f}")
 
 
+def _raw_files(settings: Settings) -> list[tuple[str, int]]:
+    from lambdalake import lake
+
+    return lake.list_files(lake.join(settings.lake_uri, "raw", "events"), settings)
+
+
+def _show_lake(settings: Settings, quiet_s: float = 8.0, timeout_s: float = 120.0) -> None:
+    """What delivery has written once it has gone quiet: Parquet files and closed hours (manifests)."""
+    from ingest.delivery.layout import MANIFEST_NAME
+
+    typer.echo("    waiting for delivery to flush its buffers ...")
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    files = _raw_files(settings)
+    # Quiet for longer than the buffer interval: every shard's last partial buffer has been flushed.
+    quiet_s = max(quiet_s, 1.5 * settings.delivery_buffer_interval_s)
+    while time.monotonic() < deadline:
+        files = _raw_files(settings)
+        if files != last:
+            last, since = files, time.monotonic()
+        elif files and time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(1.0)
+    parquet = [uri for uri, _ in files if uri.endswith(".parquet")]
+    closed = sorted(uri.rsplit("/", 1)[0] for uri, _ in files if uri.endswith(MANIFEST_NAME))
+    size_mb = sum(size for _, size in files) / 1e6
+    typer.echo(
+        f"    lake raw zone: {len(parquet)} Parquet files, {size_mb:.1f} MB, {len(closed)} closed hours "
+        "(an hour closes once every shard has passed its end plus the allowed lateness)"
+    )
+    for partition in closed[-3:]:
+        typer.echo(f"      {partition}/{MANIFEST_NAME}")
+
+
 def _where(settings: Settings, sample: Path) -> None:
     from lambdalake import lake
 
@@ -199,7 +235,7 @@ def _where(settings: Settings, sample: Path) -> None:
         ("Redis views", f"{settings.redis_url}  (keys {settings.speed_key_prefix}:v:*)"),
         ("stream", f"{settings.stream_name} ({settings.stream_shards} shards), {settings.kinesis_endpoint}"),
         ("dead letters", f"{settings.dlq_stream_name} at {settings.kinesis_endpoint}"),
-        ("lake", settings.lake_uri),
+        ("lake (raw zone)", lake.join(settings.lake_uri, "raw", "events")),
         ("reference data", lake.join(settings.lake_uri, "reference")),
         ("warehouse", f"postgresql://{settings.warehouse_user}@127.0.0.1:{settings.warehouse_port}/{settings.warehouse_db}"),
         ("logs", str(settings.log_dir)),
