@@ -179,8 +179,10 @@ class Settings(BaseSettings):
         default="lambdalake_meta", description="Warehouse schema of the batch watermark (published hours)."
     )
     batch_empty_hour_horizon_hours: int = Field(
-        default=24, ge=1, description="An hour without a manifest is closed and empty once a later hour "
-        "within this horizon has one."
+        default=24,
+        ge=1,
+        description="An hour without a manifest is closed and empty once a later hour "
+        "within this horizon has one.",
     )
     batch_manifest_timeout_s: int = Field(
         default=6 * 3600, ge=60, description="How long the hourly DAG waits for an hour's raw manifest."
