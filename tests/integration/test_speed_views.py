@@ -188,7 +188,9 @@ def assert_views_equal_truth(settings: Settings, client: redis_lib.Redis, truth:
         related = query.related("co_viewed_products", product, k=1000)
         assert dict(related) == {p: float(n) for p, n in others.items()}
     for hour, users in truth.active_1h.items():
-        assert query.value("active_users", window="1h", buckets=[hour]) == pytest.approx(len(users), rel=0.02)
+        # HyperLogLog: within 2%, but never finer than one element (2% of 42 users is 0.84).
+        estimate = query.value("active_users", window="1h", buckets=[hour])
+        assert estimate == pytest.approx(len(users), rel=0.02, abs=1)
     stats = client.hgetall(f"{prefix}:views:stats")
     assert int(stats[b"late_events"]) == truth.late_events
 
