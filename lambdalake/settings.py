@@ -184,14 +184,8 @@ class Settings(BaseSettings):
         description="An hour without a manifest is closed and empty once a later hour "
         "within this horizon has one.",
     )
-    batch_manifest_timeout_s: int = Field(
-        default=6 * 3600, ge=60, description="How long the hourly DAG waits for an hour's raw manifest."
-    )
     batch_raw_retention_days: int = Field(
         default=400, ge=1, description="Raw and error zone hours older than this are deleted by maintenance."
-    )
-    batch_compact_min_files: int = Field(
-        default=8, ge=2, description="Maintenance compacts a closed raw hour with at least this many files."
     )
     airflow_port: int = Field(default=8780, description="Airflow API server / UI port (local profile).")
     airflow_admin_user: str = "admin"

@@ -20,7 +20,19 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `lambdalake --help` stays fast: modules import heavy libraries lazily.
-    from lambdalake.cli import bench, collector, deliver, demo, engines, generate, send, speed, sql
+    from lambdalake.cli import (
+        airflow,
+        batch,
+        bench,
+        collector,
+        deliver,
+        demo,
+        engines,
+        generate,
+        send,
+        speed,
+        sql,
+    )
 
     engines.register(app)
     generate.register(app)
@@ -31,6 +43,8 @@ def _register() -> None:
     send.register(app)
     bench.register(app)
     demo.register(app)
+    batch.register(app)
+    airflow.register(app)
 
 
 _register()
