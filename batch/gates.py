@@ -128,6 +128,23 @@ def _counted(settings_key: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(counted_metrics(load_catalogue(list(settings_key))))
 
 
+def _metrics_suite(name: str, table: str, grain: str, span_s: int, counted: Sequence[str]) -> Suite:
+    """A curated metrics table: known metric names, buckets inside the interval, counts never negative."""
+    return Suite(
+        name,
+        f"{CURATED}/{table}",
+        grain,
+        ("metric", "window", "bucket_start", "value"),
+        lambda c: [
+            *_not_null("metric", "window", "bucket_start"),
+            ("ExpectColumnValuesToBeInSet", {"column": "metric", "value_set": metric_names(c)}),
+            _within("bucket_offset_s", span_s),
+            *_at_least_zero("counted_value"),
+        ],
+        lambda df, start: _metrics(df, start, counted),
+    )
+
+
 def hourly_suites(settings: Settings) -> dict[str, list[Suite]]:
     """Suites by pipeline step: ``clean`` (after raw → clean) and ``curated`` (after aggregates)."""
     counted = _counted(tuple(settings.metric_catalogues))
@@ -145,19 +162,7 @@ def hourly_suites(settings: Settings) -> dict[str, list[Suite]]:
         ],
         _clean,
     )
-    metrics = Suite(
-        "metrics_hourly",
-        f"{CURATED}/{METRICS_HOURLY}",
-        "hour",
-        ("metric", "window", "bucket_start", "value"),
-        lambda c: [
-            *_not_null("metric", "window", "bucket_start"),
-            ("ExpectColumnValuesToBeInSet", {"column": "metric", "value_set": metric_names(c)}),
-            _within("bucket_offset_s", 3600),
-            *_at_least_zero("counted_value"),
-        ],
-        lambda df, start: _metrics(df, start, counted),
-    )
+    metrics = _metrics_suite("metrics_hourly", METRICS_HOURLY, "hour", 3600, counted)
     products = Suite(
         "product_hourly",
         f"{CURATED}/{PRODUCT_HOURLY}",
@@ -199,19 +204,7 @@ def daily_suites(settings: Settings) -> list[Suite]:
         return df.assign(date_offset_s=_offset(df, "date", start))
 
     return [
-        Suite(
-            "metrics_daily",
-            f"{CURATED}/{METRICS_DAILY}",
-            "day",
-            ("metric", "window", "bucket_start", "value"),
-            lambda c: [
-                *_not_null("metric", "window", "bucket_start"),
-                ("ExpectColumnValuesToBeInSet", {"column": "metric", "value_set": metric_names(c)}),
-                _within("bucket_offset_s", 86400),
-                *_at_least_zero("counted_value"),
-            ],
-            lambda df, start: _metrics(df, start, counted),
-        ),
+        _metrics_suite("metrics_daily", METRICS_DAILY, "day", 86400, counted),
         Suite(
             "product_daily",
             f"{CURATED}/{PRODUCT_DAILY}",
