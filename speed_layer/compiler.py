@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambdalake.metrics.catalogue import Catalogue, Metric, parse_duration
+from lambdalake.metrics.catalogue import Catalogue, Metric, is_number, parse_duration
 from lambdalake.metrics.evaluate import holds
 from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, retention_s
 
@@ -37,10 +37,6 @@ def _getter(path: str) -> Getter:
         return container.get(name) if isinstance(container, Mapping) else None
 
     return nested
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def compile_reader(metric: Metric) -> Reader:
@@ -95,14 +91,14 @@ def compile_reader(metric: Metric) -> Reader:
                 out.append((key, 1, 1.0))
                 continue
             value = value_of(event, item)
-            if value is None or (numeric_only and not _is_number(value)):
+            if value is None or (numeric_only and not is_number(value)):
                 continue
             if is_ts:
                 value = ts
             weight = 1.0
             if weight_of is not None:
                 raw = weight_of(event, item)
-                if not _is_number(raw):
+                if not is_number(raw):
                     continue
                 weight = float(raw)
             out.append((key, value, weight))
@@ -244,7 +240,7 @@ class ViewOps:
             member = str(value)
             if recent.get(member, float("-inf")) < ts:
                 recent[member] = ts
-        elif not _is_number(value):
+        elif not is_number(value):
             return  # min/max/last keep numbers: a string "max" means nothing to the serving layer
         elif aggregate == "min":
             if key not in self.mins or value < self.mins[key]:

@@ -233,12 +233,13 @@ def _formula_names(formula: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             names.add(node.id)
-        elif not isinstance(node, allowed) or (isinstance(node, ast.Constant) and not _is_number(node.value)):
+        elif not isinstance(node, allowed) or (isinstance(node, ast.Constant) and not is_number(node.value)):
             raise ValueError(f"formula {formula!r}: only metric names, numbers, + - * / and parentheses")
     return names
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A JSON number (bools are not numbers, though Python says so): what sums and weights accept."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lambdalake.metrics.catalogue import Condition, Metric
+from lambdalake.metrics.catalogue import Condition, Metric, is_number
 
 _MISSING = object()
 
@@ -105,18 +105,14 @@ def contributions(metric: Metric, event: Mapping[str, Any]) -> Iterator[Contribu
         value = field_value(event, path, item)
         if value is None:
             continue
-        if aggregate == "sum" and not _is_number(value):
+        if aggregate == "sum" and not is_number(value):
             continue
         if path == "ts":
             value = event_time_s(event)
         weight = 1.0
         if metric.weight:
             raw = field_value(event, metric.weight, item)
-            if not _is_number(raw):
+            if not is_number(raw):
                 continue
             weight = float(raw)
         yield Contribution(key, value, weight)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
