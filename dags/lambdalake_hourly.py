@@ -4,7 +4,9 @@ Each run is one data interval (one UTC hour): wait until delivery closed the hou
 `_manifest.json`, or a later hour's, which means this one is closed and empty), decide whether the
 hour needs work (a manifest version newer than the published one is late data: reprocess), then
 clean → gate → aggregates → gate → publish (warehouse + partitions) → advance the watermark.
-Every task is idempotent over its interval; logic lives in `batch.pipeline` and `batch.gates`.
+A run triggered by hand covers its `hour` parameter, else the last complete hour (Airflow 3 gives
+such a run no data interval). Every task is idempotent over its hour; logic lives in
+`batch.pipeline` and `batch.gates`.
 
 History is loaded with `airflow backfill create --dag-id lambdalake_hourly --from-date … --to-date …`
 (one run per hour) or, many hours per Spark job, `lambdalake batch --from … --to …`.
@@ -13,9 +15,9 @@ History is loaded with `airflow backfill create --dag-id lambdalake_hourly --fro
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import PokeReturnValue, dag, task
+from airflow.sdk import Param, PokeReturnValue, dag, task
 
 if TYPE_CHECKING:
     from lambdalake.settings import Settings
@@ -29,6 +31,10 @@ def _settings() -> Settings:
     return get_settings()
 
 
+def _hour(hour: str) -> datetime:
+    return datetime.fromisoformat(hour)
+
+
 @dag(
     dag_id="lambdalake_hourly",
     schedule="@hourly",
@@ -37,18 +43,38 @@ def _settings() -> Settings:
     max_active_runs=4,
     default_args=DEFAULT_ARGS,
     tags=["lambdalake", "batch", "hourly"],
+    params={
+        "hour": Param(
+            None,
+            type=["null", "string"],
+            description="For a run triggered by hand: the UTC hour to process, e.g. 2026-01-01T10 "
+            "(default: its data interval, else the last complete hour).",
+        )
+    },
     doc_md=__doc__,
 )
 def lambdalake_hourly() -> None:
+    @task
+    def interval(
+        params: dict[str, Any] | None = None,
+        data_interval_start: datetime | None = None,
+        dag_run: Any = None,
+    ) -> str:
+        """The hour this run covers (a manual run may have no data interval in Airflow 3)."""
+        from batch.intervals import run_hour
+
+        requested = (params or {}).get("hour")
+        return run_hour(data_interval_start, requested, getattr(dag_run, "run_after", None)).isoformat()
+
     @task.sensor(poke_interval=60, timeout=6 * 3600, mode="reschedule")
-    def wait_for_manifest(data_interval_start: datetime | None = None) -> PokeReturnValue:
+    def wait_for_manifest(hour: str) -> PokeReturnValue:
         from batch.pipeline import manifest_state
 
-        state, _ = manifest_state(_settings(), data_interval_start)
+        state, _ = manifest_state(_settings(), _hour(hour))
         return PokeReturnValue(is_done=state != "open", xcom_value=state)
 
     @task.short_circuit
-    def needs_processing(data_interval_start: datetime | None = None) -> int | bool:
+    def needs_processing(hour: str) -> int | bool:
         """The manifest version to process (truthy), or False when the hour is empty or up to date;
         the watermark later records this version, not a newer one that landed meanwhile."""
         from batch.pipeline import EMPTY_VERSION, plan_hour
@@ -56,7 +82,7 @@ def lambdalake_hourly() -> None:
 
         settings = _settings()
         store = Watermark(settings)
-        plan = plan_hour(settings, data_interval_start, store)
+        plan = plan_hour(settings, _hour(hour), store)
         if plan.state == "empty":
             store.mark_published(plan.hour, EMPTY_VERSION)
         if plan.state != "process":
@@ -65,57 +91,58 @@ def lambdalake_hourly() -> None:
         return int(plan.version or 1)
 
     @task
-    def clean(data_interval_start: datetime | None = None) -> None:
+    def clean(hour: str) -> None:
         from batch.pipeline import clean_step
 
-        clean_step(_settings(), [data_interval_start])
+        clean_step(_settings(), [_hour(hour)])
 
     @task
-    def gate_clean(data_interval_start: datetime | None = None) -> None:
+    def gate_clean(hour: str) -> None:
         from batch.gates import gate_clean
         from batch.pipeline import manifest_state
 
         settings = _settings()
-        _, manifest = manifest_state(settings, data_interval_start)
-        gate_clean(settings, data_interval_start, int((manifest or {}).get("rows", 0)))
+        _, manifest = manifest_state(settings, _hour(hour))
+        gate_clean(settings, _hour(hour), int((manifest or {}).get("rows", 0)))
 
     @task
-    def aggregates(data_interval_start: datetime | None = None) -> None:
+    def aggregates(hour: str) -> None:
         from batch.pipeline import aggregates_step
 
-        aggregates_step(_settings(), [data_interval_start])
+        aggregates_step(_settings(), [_hour(hour)])
 
     @task
-    def gate_curated(data_interval_start: datetime | None = None) -> None:
+    def gate_curated(hour: str) -> None:
         from batch.gates import gate_curated
 
-        gate_curated(_settings(), data_interval_start)
+        gate_curated(_settings(), _hour(hour))
 
     @task
-    def publish(data_interval_start: datetime | None = None) -> None:
+    def publish(hour: str) -> None:
         from batch.pipeline import publish_step
 
-        publish_step(_settings(), data_interval_start)
+        publish_step(_settings(), _hour(hour))
 
     @task
-    def advance_watermark(version: int, data_interval_start: datetime | None = None) -> str | None:
+    def advance_watermark(version: int, hour: str) -> str | None:
         from batch.watermark import Watermark
 
         store = Watermark(_settings())
-        store.mark_published(data_interval_start, version)
+        store.mark_published(_hour(hour), version)
         mark = store.watermark()
         return mark.isoformat() if mark else None
 
-    version = needs_processing()
-    wait_for_manifest() >> version
+    hour = interval()
+    version = needs_processing(hour)
+    wait_for_manifest(hour) >> version
     (
         version
-        >> clean()
-        >> gate_clean()
-        >> aggregates()
-        >> gate_curated()
-        >> publish()
-        >> advance_watermark(version)  # type: ignore[arg-type]
+        >> clean(hour)
+        >> gate_clean(hour)
+        >> aggregates(hour)
+        >> gate_curated(hour)
+        >> publish(hour)
+        >> advance_watermark(version, hour)  # type: ignore[arg-type]
     )
 
 

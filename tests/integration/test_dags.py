@@ -72,6 +72,7 @@ def test_hourly_chain_is_clean_gate_aggregates_gate_publish_watermark(dagbag: An
     dag = dagbag.dags["lambdalake_hourly"]
     order = [t.task_id for t in dag.topological_sort()]
     assert order == [
+        "interval",
         "wait_for_manifest",
         "needs_processing",
         "clean",
@@ -138,3 +139,36 @@ def test_hourly_dag_run_publishes_the_hour_and_advances_the_watermark(
     with psycopg.connect(task_settings.warehouse_dsn) as conn:
         after = conn.execute("SELECT count(*) FROM test_dag_wh.fact_events_v1").fetchone()[0]
     assert after == facts
+
+    # Triggered by hand (no logical date, as the UI and REST API do in Airflow 3): the last complete
+    # hour before the trigger, or the hour given as a parameter. Both are up to date: no work.
+    # (one at a time: dag.test() without a logical date clears every earlier run's task instances)
+    for run_after, conf in (
+        (START + timedelta(hours=1, minutes=10), None),
+        (bad_hour + timedelta(hours=5), {"hour": f"{START:%Y-%m-%dT%H}"}),
+    ):
+        manual = dag.test(run_after=run_after, logical_date=None, run_conf=conf)
+        assert manual.state == DagRunState.SUCCESS
+        states = _states(manual)
+        assert states.get("needs_processing") == TaskInstanceState.SUCCESS, (manual.run_id, states)
+        assert states["clean"] == TaskInstanceState.SKIPPED
+        assert _xcom(manual, "interval") == START.isoformat()
+
+
+def _states(run: Any) -> dict[str, Any]:
+    """Task states of a run by run_id (``get_task_instances`` finds none when it has no logical date)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
+        return {ti.task_id: ti.state for ti in rows}
+
+
+def _xcom(run: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(run_id=run.run_id, task_id=task_id, key="return_value").one()
+        return XComModel.deserialize_value(row)
