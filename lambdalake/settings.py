@@ -203,6 +203,47 @@ class Settings(BaseSettings):
     )
     read_keys: CommaList = Field(default_factory=lambda: ["local-read-key"])
 
+    # --- serving layer (issue 8) ---
+    serving_redis_timeout_s: float = Field(
+        default=1.0, gt=0, description="Serving: Redis socket and connect timeout per call."
+    )
+    serving_warehouse_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Serving: warehouse connect timeout (below 2 s counts as 2 s)."
+    )
+    serving_warehouse_statement_timeout_s: float = Field(
+        default=5.0, gt=0, description="Serving: server-side limit of a warehouse query (statement_timeout)."
+    )
+    serving_warehouse_pool_size: int = Field(
+        default=8, ge=1, le=64, description="Serving: warehouse connections at most, kept open for reuse."
+    )
+    serving_watermark_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="Serving: how long the batch watermark read is reused."
+    )
+    serving_engine_retry_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Serving: after an engine failed, answer without it for this long before trying again "
+        "(so a down engine costs one timeout, not one per request).",
+    )
+    serving_speed_retention_after_publish_s: int = Field(
+        default=2 * 86400,
+        ge=0,
+        description="Speed views of an hour batch has published expire this long after it was published.",
+    )
+    serving_maintenance_interval_s: float = Field(
+        default=60.0, gt=0, description="Serving: how often retention expiry and the drift report run."
+    )
+    serving_drift_threshold: float = Field(
+        default=0.02, ge=0, description="Relative speed/batch difference above which drift is warned about."
+    )
+    serving_drift_lookback_hours: int = Field(
+        default=24, ge=1, description="Published hours the periodic drift report (and /metrics) covers."
+    )
+    serving_max_points: int = Field(
+        default=5000, ge=1, description="Most points one /v1/metrics answer may hold (more is a 422)."
+    )
+    serving_access_log: bool = False
+
     # --- event contract -------------------------------------------------------------------------
     strict_event_types: CommaList = Field(
         default_factory=list,

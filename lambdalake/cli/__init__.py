@@ -30,6 +30,7 @@ def _register() -> None:
         engines,
         generate,
         send,
+        serve,
         speed,
         sql,
     )
@@ -45,6 +46,7 @@ def _register() -> None:
     demo.register(app)
     batch.register(app)
     airflow.register(app)
+    serve.register(app)
 
 
 _register()

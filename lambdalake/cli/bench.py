@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "speed": "bench.speed:run",
     "delivery": "bench.delivery:run",
     "warehouse": "bench.warehouse:run",
+    "serving": "bench.serving:run",
 }
 
 
