@@ -23,9 +23,10 @@ test: ## Run the whole test suite: lint, unit, integration (real local engines),
 test-fast: setup ## Unit tests only (no services), in seconds
 	@$(PYTEST) tests/unit -q
 
-lint: ## ruff: lint and format check
+lint: ## ruff: lint and format check; cfn-lint: the AWS templates
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@.venv/bin/cfn-lint infra/*.yaml
 
 format: ## ruff: fix what it can and format
 	@.venv/bin/ruff check --fix .

@@ -244,6 +244,13 @@ class Settings(BaseSettings):
     )
     serving_access_log: bool = False
 
+    # --- deploy (issue 9) ---
+    bind_host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP services (collector, serving) listen on. 127.0.0.1 on a laptop; "
+        "0.0.0.0 inside a container (docker-compose, ECS), where the container network is the boundary.",
+    )
+
     # --- event contract -------------------------------------------------------------------------
     strict_event_types: CommaList = Field(
         default_factory=list,

@@ -24,6 +24,7 @@ def _register() -> None:
         airflow,
         batch,
         bench,
+        capacity,
         collector,
         deliver,
         demo,
@@ -47,6 +48,7 @@ def _register() -> None:
     batch.register(app)
     airflow.register(app)
     serve.register(app)
+    capacity.register(app)
 
 
 _register()

@@ -1,8 +1,9 @@
 """`lambdalake airflow`: a local Airflow 3 for the local profile, with the project's DAGs.
 
 Everything lives under ``<home>/airflow`` (SQLite metadata, logs, one log file per component in
-``components/``); the API server and UI listen on 127.0.0.1 only and nothing else listens; the simple auth manager gets one admin whose password is a documented local
-setting, written to its passwords file so the printed login works.
+``components/``); the API server and UI listen on 127.0.0.1 only and nothing else listens; the
+simple auth manager gets one admin whose password is a documented local setting, written to its
+passwords file so the printed login works.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def collector() -> None:
     uvicorn.run(
         APP_FACTORY,
         factory=True,
-        host="127.0.0.1",
+        host=settings.bind_host,
         port=port,
         workers=settings.collector_workers,
         access_log=settings.collector_access_log,

@@ -34,7 +34,7 @@ def serve(
     # endpoints are threads already (blocking engine calls run in FastAPI's thread pool).
     uvicorn.run(
         create_app(settings),
-        host="127.0.0.1",
+        host=settings.bind_host,
         port=settings.serving_port,
         access_log=settings.serving_access_log,
         log_level="info",
