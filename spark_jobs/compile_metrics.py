@@ -21,20 +21,29 @@ item and window), exploded and grouped once. Output, one row per value (``METRIC
 Tumbling windows that divide an hour go to the hourly table, those above an hour that divide a
 day to the daily table; lifetime metrics get one partial per hour (and per day). The serving
 layer combines lifetime partials (sum of counts and sums, min of mins, max of maxes).
+
+Stagger windows (``stagger: 1m``) go to the hourly table of the hour holding their start: ``window``
+is the label (``stagger_1m``), ``bucket_start`` the window's start — the event time, to the
+microsecond, of the event that opened it — and ``key`` the key. They are assigned per key in
+event-time order, the greedy reading of ``evaluate.stagger_window`` (the speed layer's function)
+folded in Spark expressions. A window can hold events of the next hour and depends on the key's
+earlier events, so the hourly job passes ``context``: the clean events of the hours around it.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lambdalake.metrics.catalogue import Catalogue, Condition, Metric, format_duration
+from lambdalake.metrics.evaluate import MICROS
 from spark_jobs.schemas import METRIC_COLUMNS
 
 Grain = Literal["hour", "day"]
@@ -43,6 +52,7 @@ LIFETIME = "lifetime"
 _TOP_LEVEL = ("event_type", "event_id", "user_id", "anonymous_id", "session_id")
 _NUMBER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _RANKED = ("top_k", "last_n")
+HOUR_MICROS = 3600 * MICROS
 
 
 class NotCompilable(ValueError):
@@ -227,6 +237,8 @@ def condition(test: Condition, item: Column | None = None) -> Column:
 
 def _windows(metric: Metric, grain: Grain) -> list[tuple[str, int]]:
     """(label, seconds) of the metric's windows that this grain's table holds."""
+    if metric.stagger_label:
+        return [(metric.stagger_label, metric.stagger_seconds)] if grain == "hour" else []
     if metric.is_lifetime:
         return [(LIFETIME, GRAIN_SECONDS[grain])]
     low, high = (0, 3600) if grain == "hour" else (3600, 86400)
@@ -283,7 +295,11 @@ def _contribution(metric: Metric, grain: Grain, item: Column | None) -> tuple[Co
             num = order
     windows = F.array(
         *[
-            F.struct(F.lit(label).alias("label"), F.lit(size).cast("bigint").alias("size"))
+            F.struct(
+                F.lit(label).alias("label"),
+                F.lit(size).cast("bigint").alias("size"),
+                F.lit(metric.is_stagger).alias("stagger"),
+            )
             for label, size in _windows(metric, grain)
         ]
     )
@@ -301,6 +317,7 @@ def _contribution(metric: Metric, grain: Grain, item: Column | None) -> tuple[Co
         text.cast("string").alias("text"),
         num.cast("double").alias("num"),
         order.cast("double").alias("ord"),
+        F.unix_micros(F.col("ts")).alias("us"),
         scope.cast("string").alias("scope"),
         F.lit(limit).cast("int").alias("limit"),
         windows.alias("windows"),
@@ -343,9 +360,8 @@ def compile_metrics(metrics: Iterable[Metric], grain: Grain) -> list[Metric]:
     return chosen
 
 
-def contributions(events: DataFrame, metrics: Iterable[Metric], grain: Grain) -> DataFrame:
-    """One row per (event contribution, window): the batch twin of ``evaluate.contributions``."""
-    chosen = compile_metrics(metrics, grain)
+def _exploded(events: DataFrame, chosen: list[Metric], grain: Grain) -> DataFrame:
+    """The events' contributions to the chosen metrics, one row each, with the metric's windows."""
     parsed = events.select(
         "event_type",
         "event_id",
@@ -358,15 +374,93 @@ def contributions(events: DataFrame, metrics: Iterable[Metric], grain: Grain) ->
     )
     arrays = [_metric_contributions(m, grain) for m in chosen]
     fields = _with_fields(parsed, _json_paths(chosen), _item_paths(chosen))
-    exploded = (
-        fields.select(F.explode(F.concat(*arrays)).alias("c")).where(F.col("c").isNotNull()).select("c.*")
-    )
-    window = F.explode("windows").alias("w")
-    return exploded.select("*", window).select(
+    return fields.select(F.explode(F.concat(*arrays)).alias("c")).where(F.col("c").isNotNull()).select("c.*")
+
+
+def contributions(
+    events: DataFrame,
+    metrics: Iterable[Metric],
+    grain: Grain,
+    context: DataFrame | None = None,
+    hours: Sequence[datetime] | None = None,
+) -> DataFrame:
+    """One row per (event contribution, window): the batch twin of ``evaluate.contributions``.
+
+    Stagger windows are assigned over ``events`` plus ``context`` (clean events of the hours around
+    the interval: earlier windows that still take events, later events that fall in a window); with
+    ``hours``, only windows starting in those hours are kept. Other windows read ``events`` only.
+    """
+    chosen = compile_metrics(metrics, grain)
+    rows = _exploded(events, chosen, grain)
+    staggered = [m for m in chosen if m.is_stagger]
+    if staggered and context is not None:
+        rows = rows.unionByName(_exploded(context, staggered, grain))
+    flat = rows.select("*", F.explode("windows").alias("w"))
+    tumbling = flat.where(~F.col("w.stagger")).select(
         "metric",
         "aggregate",
         F.col("w.label").alias("window"),
         F.timestamp_seconds(F.floor(F.col("ord") / F.col("w.size")) * F.col("w.size")).alias("bucket_start"),
+        "key",
+        "item",
+        "text",
+        "num",
+        "ord",
+        "scope",
+        "limit",
+    )
+    if not staggered:
+        return tumbling
+    return tumbling.unionByName(_stagger_buckets(flat.where(F.col("w.stagger")), hours))
+
+
+def _stagger_buckets(flat: DataFrame, hours: Sequence[datetime] | None) -> DataFrame:
+    """Stagger contributions with ``bucket_start`` the start of their window, per (metric, key).
+
+    The greedy scan of ``evaluate.stagger_window`` in Spark expressions: per key, its distinct event
+    times sorted, folded into the list of window starts (an event opens a window when it is at least
+    ``size`` after the latest start); then each contribution takes the latest start at or before it.
+    The fold copies the list on each opening, so it costs O(windows²) per key and job, which the
+    interval bounds (a day of one-minute windows is 1,440); no Python runs on the executors.
+    """
+    rows = flat.select(
+        # one group per metric, window and key; JSON keeps ["a:b"] and ["a", "b"] apart
+        F.to_json(F.concat(F.array("metric", F.col("w.label")), "key")).alias("_g"),
+        "us",
+        "metric",
+        "aggregate",
+        F.col("w.label").alias("window"),
+        "key",
+        "item",
+        "text",
+        "num",
+        "ord",
+        "scope",
+        "limit",
+        (F.col("w.size") * F.lit(MICROS)).alias("size_us"),
+    )
+    per_key = rows.groupBy("_g").agg(
+        F.array_sort(F.collect_set("us")).alias("times"), F.first("size_us").alias("size_us")
+    )
+
+    def scan(starts: Column, t: Column) -> Column:
+        opens = t >= F.element_at(starts, -1) + F.col("size_us")
+        return F.when(opens, F.concat(starts, F.array(t))).otherwise(starts)
+
+    openers = per_key.select(
+        "_g", F.explode(F.aggregate("times", F.slice("times", 1, 1), scan)).alias("us")
+    ).select("_g", "us", F.col("us").alias("opener"))
+    marked = rows.drop("size_us").join(openers, on=["_g", "us"], how="left")
+    so_far = Window.partitionBy("_g").orderBy("us").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    assigned = marked.withColumn("start_us", F.last("opener", ignorenulls=True).over(so_far))
+    if hours is not None:
+        wanted = sorted({int(h.timestamp()) // 3600 for h in hours})
+        assigned = assigned.where(F.floor(F.col("start_us") / F.lit(HOUR_MICROS)).isin(*wanted))
+    return assigned.select(
+        "metric",
+        "aggregate",
+        "window",
+        F.timestamp_micros("start_us").alias("bucket_start"),
         "key",
         "item",
         "text",
@@ -453,6 +547,32 @@ def _co_occurrence(grouped: DataFrame, bucket: list[str]) -> DataFrame:
     return _ranked(keyed, "together").select(*bucket, "item", "rank", F.col("together").alias("value"))
 
 
-def metric_values(events: DataFrame, catalogue: Catalogue, grain: Grain) -> DataFrame:
+def metric_values(
+    events: DataFrame,
+    catalogue: Catalogue,
+    grain: Grain,
+    context: DataFrame | None = None,
+    hours: Sequence[datetime] | None = None,
+) -> DataFrame:
     """Clean events → the grain's curated metric table (without partition columns)."""
-    return aggregate_contributions(contributions(events, batch_metrics(catalogue), grain))
+    return aggregate_contributions(contributions(events, batch_metrics(catalogue), grain, context, hours))
+
+
+def stagger_context_hours(catalogue: Catalogue, interval: Sequence[datetime]) -> list[datetime]:
+    """The hours around an interval whose events the stagger windows of its hours depend on.
+
+    After it: enough hours to cover the longest window that starts in its last hour. Before it:
+    four times the longest window, at least an hour, in which each key's windows are re-derived
+    from scratch; exact when the key paused for a window's length in that time (see docs/metrics.md).
+    """
+    sizes = [m.stagger_seconds for m in batch_metrics(catalogue) if m.is_stagger]
+    if not sizes or not interval:
+        return []
+    hour = HOUR_MICROS // MICROS
+    after = -(-max(sizes) // hour)
+    before = max(1, -(-4 * max(sizes) // hour))
+    inside = set(interval)
+    first, last = min(interval), max(interval)
+    around = [first - timedelta(hours=n) for n in range(before, 0, -1)]
+    around += [last + timedelta(hours=n) for n in range(1, after + 1)]
+    return [h for h in around if h not in inside]

@@ -55,9 +55,17 @@ def _partitioned(frame: DataFrame, ts_column: str, names: Sequence[str]) -> Data
     return frame.select("*", *[F.date_format(ts_column, formats[n]).alias(n) for n in names])
 
 
-def _metric_values(events: DataFrame, catalogue: Catalogue, grain: compile_metrics.Grain) -> DataFrame:
+def _metric_values(
+    events: DataFrame,
+    catalogue: Catalogue,
+    grain: compile_metrics.Grain,
+    context: DataFrame | None = None,
+    hours: Sequence[datetime] | None = None,
+) -> DataFrame:
     """The catalogue's values; contributions are cached because two branches of the plan read them."""
-    contributed = compile_metrics.contributions(events, compile_metrics.batch_metrics(catalogue), grain)
+    contributed = compile_metrics.contributions(
+        events, compile_metrics.batch_metrics(catalogue), grain, context, hours
+    )
     return compile_metrics.aggregate_contributions(contributed.persist())
 
 
@@ -105,7 +113,12 @@ def hourly_tables(
     if clean is None:
         return
     events = clean.persist()
-    metrics = _partitioned(_metric_values(events, catalogue, "hour"), "bucket_start", HOUR_PARTITION)
+    # stagger windows of these hours depend on the clean events of the hours around them
+    context = io.read_hours(
+        spark, join(lake_uri, CLEAN_EVENTS), compile_metrics.stagger_context_hours(catalogue, interval)
+    )
+    values = _metric_values(events, catalogue, "hour", context, interval)
+    metrics = _partitioned(values, "bucket_start", HOUR_PARTITION)
     products, promos = reference(spark, lake_uri)
     outputs = (
         (METRICS_HOURLY, metrics, ["metric", "window", "bucket_start", "key", "rank", "item"]),

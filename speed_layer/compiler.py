@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, is_number, parse_duration
-from lambdalake.metrics.evaluate import holds
-from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, retention_s
+from lambdalake.metrics.evaluate import MICROS, holds, micros, stagger_window
+from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, format_start, retention_s
 
 Getter = Callable[[Mapping[str, Any], Any], Any]
 Reader = Callable[[Mapping[str, Any], float], list[tuple[tuple[str, ...], Any, float]]]
@@ -109,11 +109,16 @@ def compile_reader(metric: Metric) -> Reader:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    label: str  # as in the catalogue: "1m", "1h", "lifetime"
+    label: str  # as in the catalogue: "1m", "1h", "lifetime", "stagger_1m"
     size_s: int  # 0 for lifetime
     retention_s: int
     base: str  # key prefix up to the bucket
     scope_base: str
+    starts_base: str = ""  # stagger windows: key prefix of a key's sorted set of window starts
+
+    @property
+    def stagger(self) -> bool:
+        return bool(self.starts_base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,7 @@ class CompiledMetric:
     read: Reader
     windows: tuple[Window, ...]
     scope: Getter | None = None  # co_occurrence: the field whose value groups the items
+    stagger: Window | None = None  # the stagger window of a stagger metric (its only window)
 
     @property
     def name(self) -> str:
@@ -145,6 +151,18 @@ def compile_views(
 ) -> CompiledViews:
     compiled = []
     for metric in catalogue.aggregated():
+        if metric.stagger_label:
+            label = metric.stagger_label
+            stagger = Window(
+                label=label,
+                size_s=metric.stagger_seconds,
+                retention_s=retention_s(metric, label, default_retention),
+                base=keys.view_base(metric.name, label),
+                scope_base=keys.scope_base(metric.name, label),
+                starts_base=keys.stagger_starts_base(metric.name, label),
+            )
+            compiled.append(CompiledMetric(metric, compile_reader(metric), (stagger,), stagger=stagger))
+            continue
         windows = tuple(
             Window(
                 label=label,
@@ -180,6 +198,11 @@ class ViewOps:
     recents: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
     pairs: dict[str, tuple[str, int, list[str]]] = field(default_factory=dict)
     expiry: dict[str, int] = field(default_factory=dict)  # > 0: EXPIREAT; < 0: EXPIRE -n
+    # Stagger windows: each key's known window starts (µs, sorted), loaded from Redis for the batch's
+    # keys and shared by the ViewOps of one batch (``ViewsBatch``); and the starts opened here, per
+    # sorted-set key: (expireat, trim floor in µs, starts), written by the same script call.
+    starts: dict[str, list[int]] = field(default_factory=dict)
+    opened: dict[str, tuple[int, int, list[int]]] = field(default_factory=dict)
 
     def add(self, cm: CompiledMetric, event: Mapping[str, Any], ts: float, watermark: float) -> set[str]:
         """Add one event's updates of one metric; returns the windows it was too late for."""
@@ -197,6 +220,10 @@ class ViewOps:
             if not contributions:
                 continue
             aggregate = cm.metric.aggregate
+            if cm.stagger is not None:
+                if not self._stagger(cm, cm.stagger, contributions, ts, watermark):
+                    late.add(cm.stagger.label)
+                continue
             for window in cm.windows:
                 size = window.size_s
                 if size:
@@ -223,6 +250,45 @@ class ViewOps:
                         expiries[key] = expiry
                         self._update(aggregate, cm, key, value, weight, ts)
         return late
+
+    def _stagger(
+        self,
+        cm: CompiledMetric,
+        window: Window,
+        contributions: list[tuple[tuple[str, ...], Any, float]],
+        ts: float,
+        watermark: float,
+    ) -> bool:
+        """Add an event's contributions to its stagger windows, one per key; False if one was late."""
+        t, size, mark = micros(ts), window.size_s * MICROS, micros(watermark)
+        in_time = True
+        for key_parts, value, weight in contributions:
+            suffix = ":".join(key_parts)
+            index = f"{window.starts_base}:{suffix}"
+            starts = self.starts.setdefault(index, [])
+            known = len(starts)
+            start = stagger_window(starts, t, size, mark)
+            if start is None:
+                in_time = False
+                continue
+            end_s = -(-(start + size) // MICROS)  # the window's end, rounded up to a second
+            if len(starts) > known:
+                expiry, floor, opened = self.opened.get(index, (0, 0, []))
+                opened.append(start)
+                self.opened[index] = (
+                    max(expiry, end_s + window.retention_s),
+                    # trim starts only once no event can join them (older than the watermark by
+                    # twice the size) and they are past retention, so a reload decides the same
+                    max(floor, min(mark - 2 * size, start - window.retention_s * MICROS)),
+                    opened,
+                )
+            key = f"{window.base}:{format_start(start)}:{suffix}"
+            self.expiry[key] = end_s + window.retention_s
+            if cm.metric.aggregate == "count":
+                self.counts[key] = self.counts.get(key, 0) + 1
+            else:
+                self._update(cm.metric.aggregate, cm, key, value, weight, ts)
+        return in_time
 
     def _update(
         self, aggregate: str | None, cm: CompiledMetric, key: str, value: Any, weight: float, ts: float
@@ -293,6 +359,10 @@ class ViewOps:
             ops += [["lastn", k, expiry[k], n, *chunk] for chunk in _chunks(flat)]
         for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
             ops.append(["cooc", scope_key, -SCOPE_TTL_S, item_prefix, item_expiry, *items])
+        # strings: Lua would print a µs score in 14 digits
+        for index, (expireat, floor, opened) in self.opened.items():
+            flat = [x for start in opened for x in (str(start), format_start(start))]
+            ops += [["zadd", index, expireat, str(floor), *chunk] for chunk in _chunks(flat)]
         return ops
 
 

@@ -9,6 +9,8 @@ series ``retention`` after its last update) and spreads well over a Redis Cluste
 
     {p}:v:{metric}:{window}:{bucket}[:{by1}:{by2}...]      tumbling bucket (bucket = start, epoch s)
     {p}:v:{metric}:lifetime[:{by1}...]                     lifetime series
+    {p}:v:{metric}:stagger_{size}:{start}:{by1}[:{by2}...]  stagger window (start: epoch s, to the µs)
+    {p}:stagger:{metric}:stagger_{size}:{by1}[:{by2}...]   sorted set: the key's window starts (score µs)
     {p}:v:{metric}:{window...}[:{by...}]:{item}            co_occurrence: one sorted set per item
     {p}:scope:{metric}:{window...}[:{by...}]:{scope}       co_occurrence: items seen in one scope
     {p}:{group}:shard:{stream}:{shard_id}                  hash: hwm (sequence), maxts (event time)
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lambdalake.metrics.catalogue import Metric, parse_duration
+from lambdalake.metrics.catalogue import STAGGER_PREFIX, Metric, parse_duration
+from lambdalake.metrics.evaluate import MICROS
 
 LIFETIME = "lifetime"
 SEEN_BUCKET_S = 3600  # dedupe sets are split by event-time hour: a resend carries the same `ts`
@@ -36,12 +39,21 @@ FALLBACK_RETENTION_MIN_S = 2 * 86400
 
 
 def retention_s(metric: Metric, window: str, defaults: Mapping[str, str]) -> int:
-    """Seconds a window's data is kept: the metric's own retention, else the settings default."""
-    text = metric.retention.get(window) or defaults.get(window)
+    """Seconds a window's data is kept: the metric's own retention, else the settings default.
+
+    A stagger window (``stagger_1m``) falls back to the default of its size (``1m``)."""
+    size_label = window.removeprefix(STAGGER_PREFIX)
+    text = metric.retention.get(window) or defaults.get(window) or defaults.get(size_label)
     if text:
         return parse_duration(text)
-    size = 0 if window == LIFETIME else parse_duration(window)
+    size = 0 if window == LIFETIME else parse_duration(size_label)
     return max(FALLBACK_RETENTION_MIN_S, FALLBACK_RETENTION_BUCKETS * size)
+
+
+def format_start(start_us: int) -> str:
+    """A stagger window's start in its key: epoch seconds, with the fraction only when there is one."""
+    seconds, fraction = divmod(start_us, MICROS)
+    return f"{seconds}.{fraction:06d}".rstrip("0") if fraction else str(seconds)
 
 
 class SpeedKeys:
@@ -63,6 +75,13 @@ class SpeedKeys:
 
     def scope_base(self, metric: str, window: str) -> str:
         return f"{self.prefix}:scope:{metric}:{window}"
+
+    def stagger_starts_base(self, metric: str, window: str) -> str:
+        """Everything before the key of the sorted set of a key's stagger window starts."""
+        return f"{self.prefix}:stagger:{metric}:{window}"
+
+    def stagger_starts(self, metric: str, window: str, key: Sequence[str]) -> str:
+        return ":".join((self.stagger_starts_base(metric, window), *key))
 
     # --- effectively-once state, per consumer group ----------------------------------------------
     def shard_state(self, group: str, stream: str, shard_id: str) -> str:

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, evaluate_formula, load_catalogue, parse_duration
+from lambdalake.metrics.evaluate import MICROS, micros
 from lambdalake.settings import Settings
-from speed_layer.keys import LIFETIME, SpeedKeys
+from speed_layer.keys import LIFETIME, SpeedKeys, format_start
 
 Key = Sequence[str]
 
@@ -65,8 +66,13 @@ class SpeedQuery:
         if metric.is_derived:
             inputs = {n: self.value(n, key, window, buckets) for n in metric.formula_inputs()}
             return evaluate_formula(metric.formula or "", inputs)
-        keys = self._keys(metric, window, buckets, key)
-        aggregate = metric.aggregate
+        if metric.is_stagger:
+            raise ValueError(f"metric {name} has stagger windows: use stagger()")
+        return self._combined(metric, self._keys(metric, window, buckets, key))
+
+    def _combined(self, metric: Metric, keys: list[str]) -> float | None:
+        """The value of an aggregated metric's keys combined (None when none holds data)."""
+        name, aggregate = metric.name, metric.aggregate
         if aggregate == "count_distinct":
             return float(self.redis.pfcount(*keys)) if keys else None
         if aggregate == "last":
@@ -85,6 +91,28 @@ class SpeedQuery:
         if aggregate == "max":
             return max(values)
         return sum(values)
+
+    def stagger(self, name: str, key: Key, start: float, end: float) -> list[tuple[float, float]]:
+        """(window start, value) of each stagger window of ``key`` starting in [start, end), oldest first.
+
+        Start times are epoch seconds (to the microsecond: a window starts at its first event's time).
+        A window whose value expired (its retention passed) is left out.
+        """
+        metric = self.catalogue[name]
+        label = metric.stagger_label
+        if label is None:
+            raise ValueError(f"metric {name} has no stagger window (it has {metric.windows})")
+        index = self.keys.stagger_starts(name, label, key)
+        starts = [
+            int(score)
+            for _, score in self.redis.zrangebyscore(index, micros(start), f"({micros(end)}", withscores=True)
+        ]
+        keys = [self.keys.view(name, label, None, (format_start(first), *key)) for first in starts]
+        if metric.aggregate in ("count", "sum", "min", "max"):  # one string per window: one MGET
+            values = [None if v is None else float(v) for v in self.redis.mget(keys)] if keys else []
+        else:
+            values = [self._combined(metric, [k]) for k in keys]
+        return [(first / MICROS, v) for first, v in zip(starts, values, strict=True) if v is not None]
 
     def sliding(self, name: str, span: str, key: Key = (), now: float | None = None) -> float | None:
         """The metric over the last ``span`` (e.g. active users in the last 5 minutes)."""

@@ -6,6 +6,12 @@ record by record in shard order, so what is late does not depend on how records 
 tumbling window is closed once its end is at or before the watermark; an event for a closed window
 is not applied to it (it still counts in larger, open windows and in lifetime series) and is
 counted in ``late_events``: the batch layer, which reads the lake, corrects that hour.
+
+Stagger windows are opened per key by the key's events (``evaluate.stagger_window``): the starts
+each key has opened live in Redis (a sorted set per key), are read once per batch for the keys the
+batch touches, carried in memory from chunk to chunk, and the starts a chunk opens are written by
+the chunk's own script call, fenced by the shard's high-water mark like every other update. A
+stagger key always holds the partition key (catalogue rule), so one shard, and one writer, owns it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, load_catalogue
+from lambdalake.metrics.evaluate import MICROS, micros
 from lambdalake.settings import Settings
 from speed_layer.apply import EffectivelyOnceProcessor
 from speed_layer.compiler import CompiledViews, ViewOps, compile_views
@@ -23,9 +30,10 @@ from speed_layer.records import ParsedRecord
 
 
 class ViewsBatch:
-    def __init__(self, views: CompiledViews) -> None:
+    def __init__(self, views: CompiledViews, starts: dict[str, list[int]] | None = None) -> None:
         self.views = views
-        self.collected = ViewOps()
+        self.starts = starts if starts is not None else {}
+        self.collected = ViewOps(starts=self.starts)
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
         event = parsed.event
@@ -36,8 +44,42 @@ class ViewsBatch:
 
     def drain(self) -> tuple[list[list[Any]], None]:
         ops = self.collected.payload()
-        self.collected = ViewOps()
+        self.collected = ViewOps(starts=self.starts)
         return ops, None
+
+
+def load_starts(redis: Any, views: CompiledViews, fresh: list[ParsedRecord]) -> dict[str, list[int]]:
+    """The stagger window starts that can take the batch's events, per key the batch touches.
+
+    A window can take an event at ``t`` only if it starts in ``(t - size, t]``, so each key's starts
+    after its earliest event in the batch minus the size are enough (a window opened in the batch
+    starts later still). One pipelined read per batch.
+    """
+    staggered = [(cm, cm.stagger, frozenset(cm.metric.filter.event_type)) for cm in views.metrics]
+    staggered = [entry for entry in staggered if entry[1] is not None]
+    earliest: dict[str, tuple[int, int]] = {}  # sorted-set key -> (earliest event µs, size µs)
+    for parsed in fresh if staggered else ():
+        event = parsed.event
+        if event is None:
+            continue
+        for cm, window, types in staggered:
+            if window is None or (types and event.get("event_type") not in types):
+                continue
+            t = micros(parsed.ts)
+            for key_parts, _, _ in cm.read(event, parsed.ts):
+                index = f"{window.starts_base}:{':'.join(key_parts)}"
+                known = earliest.get(index)
+                if known is None or t < known[0]:
+                    earliest[index] = (t, window.size_s * MICROS)
+    if not earliest:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for index, (t, size) in earliest.items():
+        pipe.zrangebyscore(index, f"({t - size}", "+inf", withscores=True)
+    return {
+        index: [int(score) for _, score in found]
+        for index, found in zip(earliest, pipe.execute(), strict=True)
+    }
 
 
 def compiled_views(settings: Settings, catalogue: Catalogue | None = None) -> CompiledViews:
@@ -65,4 +107,4 @@ class ViewsProcessor(EffectivelyOnceProcessor):
         return compiled_views(settings)
 
     def builder(self, fresh: list[ParsedRecord]) -> ViewsBatch:
-        return ViewsBatch(self.views)
+        return ViewsBatch(self.views, load_starts(self.redis, self.views, fresh))

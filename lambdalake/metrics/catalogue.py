@@ -39,6 +39,12 @@ _FIELD = re.compile(
     r"^(event_type|event_id|user_id|anonymous_id|session_id|ts|user|(properties|context|item)\.[A-Za-z0-9_]+)$"
 )
 MAX_SLIDING_BUCKETS = 120  # buckets merged to answer one sliding span (PFCOUNT/ZUNION of that many keys)
+MAX_STAGGER_S = 3600  # a stagger window lives in the hourly table of its start and may run into the next hour
+STAGGER_AGGREGATES = ("count", "sum", "count_distinct", "min", "max", "last")  # one number per window
+# `by` paths that are (or determine) the stream's partition key: every event of a stagger key then
+# reaches the speed layer through one shard, in order, so its open windows have one writer.
+STAGGER_KEYS = ("user", "user_id")
+STAGGER_PREFIX = "stagger_"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -52,6 +58,11 @@ def parse_duration(text: str) -> int:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h or 30d")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def stagger_label(size: str) -> str:
+    """The window label of a stagger window of ``size`` (``1m`` -> ``stagger_1m``)."""
+    return f"{STAGGER_PREFIX}{format_duration(parse_duration(size))}"
 
 
 def format_duration(seconds: int) -> str:
@@ -120,6 +131,11 @@ class Metric(BaseModel):
         default_factory=lambda: ["lifetime"], description="Tumbling sizes, or lifetime."
     )
     sliding: list[str] = Field(default_factory=list, description="Query-time sliding spans over the buckets.")
+    stagger: str | None = Field(
+        default=None,
+        description="Stagger window size: per key, a window opened by the key's first event not in its "
+        "open window (as in Kinesis Analytics); replaces `windows`, needs `user` in `by`.",
+    )
     retention: dict[str, str] = Field(default_factory=dict, description="Speed-layer TTL per window.")
     batch: bool = Field(default=True, description="Whether the batch layer recomputes it (hourly/daily).")
 
@@ -150,6 +166,23 @@ class Metric(BaseModel):
                 parse_duration(text)
         return value
 
+    @field_validator("stagger")
+    @classmethod
+    def _stagger(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) > MAX_STAGGER_S:
+            raise ValueError(f"stagger {value}: at most {format_duration(MAX_STAGGER_S)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stagger_replaces_windows(cls, data: Any) -> Any:
+        """A stagger entry has no tumbling or lifetime windows: ``windows`` becomes empty."""
+        if isinstance(data, dict) and data.get("stagger") is not None:
+            if "windows" in data:
+                raise ValueError("`stagger` replaces `windows`: give one or the other")
+            data = {**data, "windows": []}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Metric:
         if (self.aggregate is None) == (self.formula is None):
@@ -170,6 +203,8 @@ class Metric(BaseModel):
         uses_item = any(p and p.startswith("item.") for p in (self.field, self.item, self.weight, *self.by))
         if uses_item and self.explode is None:
             raise ValueError("`item.` fields need `explode` (the array whose elements are items)")
+        if self.stagger is not None:
+            self._check_stagger()
         if "lifetime" in self.windows and len(self.windows) > 1:
             raise ValueError("`lifetime` cannot be combined with tumbling windows")
         if self.sliding:
@@ -182,9 +217,24 @@ class Metric(BaseModel):
                         f"sliding span {span} is not a multiple of the {format_duration(smallest)} window"
                     )
         for window in self.retention:
-            if window not in self.windows:
-                raise ValueError(f"retention for {window!r}, which is not one of the windows {self.windows}")
+            if window not in self.window_labels:
+                raise ValueError(
+                    f"retention for {window!r}, which is not one of the windows {self.window_labels}"
+                )
         return self
+
+    def _check_stagger(self) -> None:
+        if self.formula is not None:
+            raise ValueError("a derived metric cannot have `stagger`: each input opens its own windows")
+        if not any(path in STAGGER_KEYS for path in self.by):
+            raise ValueError(
+                "`stagger` windows are opened per key and need `user` (or `user_id`) in `by`, the "
+                "stream's partition key, so that one shard sees every event of a key in order"
+            )
+        if self.aggregate not in STAGGER_AGGREGATES:
+            raise ValueError(f"`stagger` supports the aggregates {', '.join(STAGGER_AGGREGATES)}")
+        if self.sliding:
+            raise ValueError("`sliding` spans are built from tumbling windows, not from `stagger` ones")
 
     @property
     def is_derived(self) -> bool:
@@ -198,6 +248,25 @@ class Metric(BaseModel):
     @property
     def is_lifetime(self) -> bool:
         return self.windows == ["lifetime"]
+
+    @property
+    def is_stagger(self) -> bool:
+        return self.stagger is not None
+
+    @property
+    def stagger_seconds(self) -> int:
+        """The stagger window's size in seconds (0 when the metric has none)."""
+        return parse_duration(self.stagger) if self.stagger else 0
+
+    @property
+    def stagger_label(self) -> str | None:
+        """The stagger window's name in keys, tables and ``retention``: ``stagger_1m``."""
+        return stagger_label(self.stagger) if self.stagger else None
+
+    @property
+    def window_labels(self) -> list[str]:
+        """Every window the layers write: the tumbling sizes or lifetime, or the stagger label."""
+        return [self.stagger_label] if self.stagger_label else list(self.windows)
 
     def sliding_plan(self, span: str) -> tuple[int, int]:
         """(bucket size, number of buckets) that answer a sliding span ending now.
@@ -341,6 +410,11 @@ def parse_catalogue(sources: Iterable[tuple[str, str]]) -> Catalogue:
                 )
             for name in inputs:
                 source = catalogue[name]
+                if source.is_stagger:
+                    raise CatalogueError(
+                        f"metric {metric.name}: input {name} has stagger windows, which are opened "
+                        "per metric and cannot be combined by a formula"
+                    )
                 if source.windows != metric.windows or source.by != metric.by:
                     raise CatalogueError(
                         f"metric {metric.name}: input {name} has other windows or keys "

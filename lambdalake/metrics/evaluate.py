@@ -6,7 +6,8 @@ events and compare, so the two readings cannot drift apart silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,3 +117,52 @@ def contributions(metric: Metric, event: Mapping[str, Any]) -> Iterator[Contribu
                 continue
             weight = float(raw)
         yield Contribution(key, value, weight)
+
+
+# --- stagger windows -------------------------------------------------------------------------------
+# Times are integer microseconds since the epoch (the precision of `ts` and of Spark timestamps), so
+# both layers compare the same integers: an event exactly `size` after a window's start opens the next.
+MICROS = 1_000_000
+
+
+def micros(ts_s: float) -> int:
+    """Event time in epoch microseconds (exact for any `ts` with at most microsecond digits)."""
+    return round(ts_s * MICROS)
+
+
+def stagger_window(starts: list[int], t: int, size: int, watermark: int | None = None) -> int | None:
+    """The start of the stagger window of one key that takes an event at ``t``; None when it is late.
+
+    ``starts`` are the key's window starts known so far, sorted (updated in place when the event opens
+    a window). The event goes to the latest window starting at or before it if that window covers it
+    (``start <= t < start + size``), else it opens a window ``[t, t + size)``. Fed a key's events in
+    event-time order this is the greedy assignment of the batch layer (``assign_stagger``); fed them
+    in arrival order, as the speed layer is, it differs only for events that arrive after a window
+    starting later than themselves (docs/metrics.md, "Stagger windows").
+
+    With a ``watermark`` (speed layer), windows ending at or before it are closed: an event whose own
+    window ``[t, t + size)`` would be closed is late (it neither joins nor opens a window); an event
+    whose covering window is closed while its own would not be opens its own, as Kinesis Analytics
+    opens a new window for a row of a key whose window has closed. So an event is late for a stagger
+    window only if it would be late for a tumbling window of the same size. Every window that could
+    take an event at ``t`` starts after ``t - size``, so starts older than the watermark minus twice
+    the size never change a decision.
+    """
+    if watermark is not None and t + size <= watermark:
+        return None
+    i = bisect_right(starts, t)
+    if i and t < starts[i - 1] + size and (watermark is None or starts[i - 1] + size > watermark):
+        return starts[i - 1]
+    starts.insert(i, t)
+    return t
+
+
+def assign_stagger(times: Iterable[int], size: int) -> list[int]:
+    """The window start of each event time of one key, given in event-time order (the batch reading)."""
+    starts: list[int] = []
+    out = []
+    for t in times:
+        start = stagger_window(starts, t, size)
+        assert start is not None  # without a watermark every event has a window
+        out.append(start)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,7 +18,15 @@ from pyspark.sql import DataFrame, SparkSession
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake.contract import EventValidator
 from lambdalake.metrics.catalogue import Catalogue, Metric, load_catalogue, parse_catalogue
-from lambdalake.metrics.evaluate import bucket_start, contributions, event_time_s, field_value
+from lambdalake.metrics.evaluate import (
+    MICROS,
+    assign_stagger,
+    bucket_start,
+    contributions,
+    event_time_s,
+    field_value,
+    micros,
+)
 from spark_jobs.compile_metrics import (
     GRAIN_SECONDS,
     NotCompilable,
@@ -26,6 +34,7 @@ from spark_jobs.compile_metrics import (
     batch_metrics,
     compile_metrics,
     metric_values,
+    stagger_context_hours,
     unsupported_windows,
 )
 from tests.spark_fixtures import spark
@@ -35,6 +44,20 @@ pytestmark = pytest.mark.slow
 
 EXTRA = """
 metrics:
+  - name: user_products_stagger
+    description: Distinct products a user viewed or carted, in five-minute stagger windows per type.
+    filter: {event_type: [product_view, add_to_cart]}
+    by: [user, event_type]
+    aggregate: count_distinct
+    field: properties.product_id
+    stagger: 5m
+  - name: user_spend_stagger
+    description: A user's spend in 30-minute stagger windows (odd amounts skipped as everywhere).
+    filter: {event_type: purchase}
+    by: [user]
+    aggregate: sum
+    field: properties.amount
+    stagger: 30m
   - name: big_orders
     description: Purchases above 100, paid by card or paypal, with a promo field present.
     filter:
@@ -146,22 +169,49 @@ def _ranked(scores: dict[str, float], limit: int) -> list[tuple[str, int, float]
     return [(item, rank, score) for rank, (item, score) in enumerate(ordered, start=1)]
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stagger_groups(
+    metric: Metric, events: list[dict[str, Any]]
+) -> dict[tuple[Any, ...], list[tuple[Any, float, float, Any]]]:
+    """Stagger contributions grouped by window: per key in event-time order, ``assign_stagger``."""
+    label, size = metric.stagger_label, metric.stagger_seconds * MICROS
+    per_key: dict[tuple[str, ...], list[tuple[int, Any, float, float]]] = defaultdict(list)
+    for event in events:
+        t = event_time_s(event)
+        for c in contributions(metric, event):
+            per_key[c.key].append((micros(t), c.value, c.weight, t))
+    groups: dict[tuple[Any, ...], list[tuple[Any, float, float, Any]]] = defaultdict(list)
+    for key, rows in per_key.items():
+        rows.sort(key=lambda r: r[0])
+        for start, (_, value, weight, t) in zip(
+            assign_stagger([r[0] for r in rows], size), rows, strict=True
+        ):
+            groups[(metric.name, label, EPOCH + timedelta(microseconds=start), key)].append(
+                (value, weight, t, None)
+            )
+    return groups
+
+
 def python_values(metric: Metric, events: list[dict[str, Any]], grain: str) -> set[tuple[Any, ...]]:
     """The metric aggregated in plain Python from ``evaluate.contributions``: the reference."""
     groups: dict[tuple[Any, ...], list[tuple[Any, float, float, Any]]] = defaultdict(list)
-    for event in events:
+    if metric.is_stagger:
+        groups = stagger_groups(metric, events) if _windows(metric, grain) else {}  # type: ignore[arg-type]
+    for event in events if not metric.is_stagger else ():
         t = event_time_s(event)
         scope = field_value(event, metric.scope) if metric.scope else None
         for c in contributions(metric, event):
             if metric.scope and scope is None:
                 continue
             for label, size in _windows(metric, grain):  # type: ignore[arg-type]
-                groups[(metric.name, label, bucket_start(t, size), c.key)].append(
-                    (c.value, c.weight, t, scope)
-                )
+                groups[
+                    (metric.name, label, datetime.fromtimestamp(bucket_start(t, size), UTC), c.key)
+                ].append((c.value, c.weight, t, scope))
     out: set[tuple[Any, ...]] = set()
     for (name, label, bucket, key), rows in groups.items():
-        head = (name, label, datetime.fromtimestamp(bucket, UTC), key)
+        head = (name, label, bucket, key)
         values = [v for v, _, _, _ in rows]
         aggregate = metric.aggregate
         if aggregate in ("count", "sum", "min", "max", "count_distinct"):
@@ -276,3 +326,53 @@ metrics:
     assert unsupported_windows(catalogue) == {"weekly": ["7d"]}
     assert unsupported_windows(load_catalogue()) == {}
     assert GRAIN_SECONDS == {"hour": 3600, "day": 86400}
+
+
+def _page_view(user: str, ts: str, n: int) -> dict[str, Any]:
+    return {
+        "event_id": f"pv-{user}-{n}",
+        "event_type": "page_view",
+        "user_id": user,
+        "anonymous_id": None,
+        "session_id": "s",
+        "ts": ts,
+        "properties": {"path": "/"},
+        "context": {},
+    }
+
+
+def test_stagger_windows_of_an_hour_read_the_hours_around_it(spark: SparkSession) -> None:
+    """A window opened before the hour takes the hour's first events; one opened in the hour's last
+    minute takes events of the next hour; both decided from the context, only the hour's kept."""
+    catalogue = load_catalogue()
+    hour = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    before = [_page_view("u1", "2026-01-01T09:59:50Z", 0)]
+    inside = [
+        _page_view("u1", "2026-01-01T10:00:20Z", 1),  # in 09:59:50's window: opens nothing
+        _page_view("u1", "2026-01-01T10:00:50.5Z", 2),  # opens [10:00:50.5, 10:01:50.5)
+        _page_view("u2", "2026-01-01T10:59:30Z", 3),  # opens [10:59:30, 11:00:30)
+    ]
+    after = [
+        _page_view("u2", "2026-01-01T11:00:10Z", 4),  # in 10:59:30's window
+        _page_view("u2", "2026-01-01T11:00:40Z", 5),  # opens a window of 11:00: not this hour's
+    ]
+    context_hours = stagger_context_hours(catalogue, [hour])
+    assert context_hours == [hour - timedelta(hours=1), hour + timedelta(hours=1)]
+    values = metric_values(
+        _frame(spark, inside), catalogue, "hour", _frame(spark, before + after), [hour]
+    ).where("metric = 'user_page_views_stagger'")
+    got = {(tuple(r["key"]), r["bucket_start"].astimezone(UTC), r["value"]) for r in values.collect()}
+    assert got == {
+        (("u1",), datetime(2026, 1, 1, 10, 0, 50, 500000, tzinfo=UTC), 1.0),
+        (("u2",), datetime(2026, 1, 1, 10, 59, 30, tzinfo=UTC), 2.0),
+    }
+    assert {r["window"] for r in values.collect()} == {"stagger_1m"}
+    # without context the hour's events alone decide: 10:00:20 opens a window of its own
+    alone = metric_values(_frame(spark, inside), catalogue, "hour").where(
+        "metric = 'user_page_views_stagger'"
+    )
+    assert sorted(r["value"] for r in alone.collect()) == [1.0, 2.0]
+    assert len(alone.collect()) == 2
+    # stagger windows are hourly only, and no window is "unsupported"
+    assert stagger_context_hours(catalogue, []) == []
+    assert compile_metrics([catalogue["user_page_views_stagger"]], "day") == []
