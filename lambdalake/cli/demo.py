@@ -35,8 +35,19 @@ def demo(
         help="Keep a live stream flowing until Ctrl-C (else stop after the sample).",
     ),
     rate: float = typer.Option(5.0, "--rate", min=0.1, help="Live events per second with --follow."),
+    sample_file: Path | None = typer.Option(
+        None,
+        "--sample",
+        exists=True,
+        dir_okay=False,
+        help="Send these NDJSON events instead of generating a sample.",
+    ),
+    with_airflow: bool = typer.Option(
+        True, "--airflow/--no-airflow", help="Also start the local Airflow (UI and scheduler, DAGs paused)."
+    ),
 ) -> None:
-    """Start everything, send a sample through the collector, show the views, then stream live events."""
+    """Start everything, send a sample through the collector, run the batch for the closed hours,
+    serve the reconciled views and the dashboard, then stream live events until Ctrl-C."""
     from ingest.collector.process import CollectorProcess
     from lambdalake.local.process import ServiceProcess
     from lambdalake.local.services import LocalEngines
@@ -46,17 +57,30 @@ def demo(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = get_settings()
-    step = _Steps(5)
+    step = _Steps(6)
     step("local engines")
     LocalEngines(settings).up(progress=lambda msg: typer.echo(f"    {msg}"))
 
-    step(f"sample: {events:,} events over the last {hours} hours")
-    sample = _write_sample(settings, events, hours, seed)
-    typer.echo(f"    wrote {sample}")
+    now = datetime.now(UTC)
+    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+    if sample_file is None:
+        step(f"sample: {events:,} events over the last {hours} hours")
+        sample = _write_sample(settings, events, hours, seed)
+        typer.echo(f"    wrote {sample}")
+    else:
+        step(f"sample: {sample_file}")
+        sample = sample_file
+        first_hour = _first_hour(sample) or first_hour
+        if not _has_reference(settings):
+            _write_reference(settings, seed)
 
-    step("services: collector, speed layer, lake delivery")
+    step("services: collector, speed layer, lake delivery, serving" + (", airflow" if with_airflow else ""))
     services: list[ServiceProcess] = []
+    airflow: ServiceProcess | None = None
     try:
+        if with_airflow:  # slow to start: it comes up while the rest runs
+            airflow = ServiceProcess(settings, ["airflow"], name="airflow").start()
+            services.append(airflow)
         services.append(CollectorProcess(settings).start(timeout_s=60))
         typer.echo(f"    collector  http://127.0.0.1:{settings.collector_port}   log {services[-1].log_path}")
         services.append(
@@ -65,6 +89,12 @@ def demo(
         typer.echo(f"    speed      groups {SPEED_GROUPS}   log {services[-1].log_path}")
         services.append(ServiceProcess(settings, ["deliver"], name="deliver").start(timeout_s=60))
         typer.echo(f"    delivery   stream -> {settings.lake_uri}/raw   log {services[-1].log_path}")
+        services.append(
+            ServiceProcess(settings, ["serve"], name="serve", ready=lambda: _serving_up(settings)).start(
+                timeout_s=60
+            )
+        )
+        typer.echo(f"    serving    {_dashboard_url(settings)}   log {services[-1].log_path}")
 
         step("sending the sample through the collector")
         _send(sample)
@@ -72,14 +102,124 @@ def demo(
         _wait_for_views(settings)
         _show_views(settings)
         _show_lake(settings)
-        _where(settings, sample)
+
+        step("batch: the hours delivery has closed (Spark, quality gates, warehouse, watermark)")
+        _batch(settings, first_hour)
+        _show_agreement(settings, first_hour)
+        _where(settings, sample, airflow)
         if follow:
             _live(settings, rate, services)
     finally:
         for service in reversed(services):
-            service.stop()
+            service.stop(timeout_s=30)
         if services:
             typer.echo("stopped the services; the engines and all data keep (`make down` stops the engines).")
+
+
+def _first_hour(sample: Path) -> datetime | None:
+    """The earliest event hour of an NDJSON file (lines that are not events are skipped)."""
+    import orjson
+
+    from batch.intervals import parse_moment
+    from batch.watermark import hour_start
+
+    first: datetime | None = None
+    with sample.open("rb") as lines:
+        for line in lines:
+            try:
+                moment = hour_start(parse_moment(str(orjson.loads(line)["ts"])))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            first = moment if first is None else min(first, moment)
+    return first
+
+
+def _serving_up(settings: Settings) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.serving_port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _dashboard_url(settings: Settings) -> str:
+    key = settings.read_keys[0] if settings.read_keys else ""
+    return f"http://127.0.0.1:{settings.serving_port}/?key={key}"
+
+
+def _batch(settings: Settings, first_hour: datetime) -> None:
+    """The hourly pipeline over every closed hour of the sample (what the hourly DAG does per hour)."""
+    from batch.pipeline import process_hours, spark_for
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    typer.echo("    starting Spark (local mode) ...")
+    spark = spark_for(settings)
+    try:
+        report = process_hours(
+            settings, first_hour, end, progress=lambda m: typer.echo(f"    {m}"), spark=spark
+        )
+    finally:
+        spark.stop()
+    if report.waiting:
+        typer.echo(
+            f"    {len(report.waiting)} hour(s) not closed yet by delivery (served by the speed layer "
+            "until batch publishes them; `lambdalake batch --hour H` or the hourly DAG does it later)"
+        )
+
+
+def _indented(message: str) -> None:
+    typer.echo(f"    {message}")
+
+
+def _show_agreement(settings: Settings, first_hour: datetime) -> None:
+    """Speed and batch side by side for the published hours: the serving layer's drift report."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    key = settings.read_keys[0] if settings.read_keys else ""
+    params = {"start": first_hour.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": _iso(datetime.now(UTC))}
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{settings.serving_port}/v1/drift",
+            params=params,
+            headers={"X-Read-Key": key},
+            timeout=30,
+        )
+        response.raise_for_status()
+        rows = response.json()["rows"]
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        typer.secho(f"    drift report unavailable: {exc}", fg=typer.colors.YELLOW)
+        return
+    shown = ("page_views", "orders", "revenue", "active_users")
+    table = Table(
+        "hour (UTC)", "metric", "speed", "batch", "difference", title="speed vs batch, published hours"
+    )
+    for row in rows:
+        if row["metric"] not in shown:
+            continue
+        rel = row.get("rel_diff")
+        table.add_row(
+            row["hour"][5:16].replace("T", " "),
+            row["metric"],
+            _number(row.get("speed")),
+            _number(row.get("batch")),
+            "-" if rel is None else f"{rel:+.2%}",
+        )
+    Console().print(table)
+    typer.echo(
+        "    batch is exact (all late events, exact distinct counts); speed counts HyperLogLog "
+        "estimates and drops events later than the allowed lateness"
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}" if value % 1 else f"{value:,.0f}"
 
 
 class _Steps:
@@ -93,7 +233,6 @@ class _Steps:
 
 def _write_sample(settings: Settings, events: int, hours: int, seed: int) -> Path:
     from ingest.generator import ClickstreamGenerator, GeneratorConfig
-    from lambdalake import lake
 
     now = datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
@@ -108,11 +247,26 @@ def _write_sample(settings: Settings, events: int, hours: int, seed: int) -> Pat
     with sample.open("wb") as out:
         for line in generator.lines():
             out.write(line + b"\n")
+    _write_reference(settings, seed, generator)
+    return sample
+
+
+def _has_reference(settings: Settings) -> bool:
+    from lambdalake import lake
+
+    return lake.exists(lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), settings)
+
+
+def _write_reference(settings: Settings, seed: int, generator: Any = None) -> None:
+    """Products and promos in the lake's reference zone (the generator's catalogue)."""
+    from ingest.generator import ClickstreamGenerator, GeneratorConfig
+    from lambdalake import lake
+
+    generator = generator or ClickstreamGenerator(GeneratorConfig(events=0, seed=seed))
     lake.write_bytes(
         lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
     )
     lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
-    return sample
 
 
 def _send(sample: Path) -> None:
@@ -224,11 +378,15 @@ def _show_lake(settings: Settings, quiet_s: float = 8.0, timeout_s: float = 120.
         typer.echo(f"      {partition}/{MANIFEST_NAME}")
 
 
-def _where(settings: Settings, sample: Path) -> None:
+def _where(settings: Settings, sample: Path, airflow: Any = None) -> None:
     from lambdalake import lake
 
     typer.secho("where to look", bold=True)
+    serving = f"http://127.0.0.1:{settings.serving_port}"
+    read_key = settings.read_keys[0] if settings.read_keys else "-"
     rows = [
+        ("dashboard", _dashboard_url(settings)),
+        ("serving API", f"{serving}/docs  (header X-Read-Key: {read_key})"),
         ("sample events (NDJSON)", str(sample)),
         ("collector", f"http://127.0.0.1:{settings.collector_port}  (/metrics, /healthz, /tracker.js)"),
         ("speed metrics", f"http://127.0.0.1:{settings.consumer_metrics_port}/metrics"),
@@ -240,8 +398,26 @@ def _where(settings: Settings, sample: Path) -> None:
         ("warehouse", f"postgresql://{settings.warehouse_user}@127.0.0.1:{settings.warehouse_port}/{settings.warehouse_db}"),
         ("logs", str(settings.log_dir)),
     ]  # fmt: skip
+    if airflow is not None:
+        state = "" if airflow.alive() else "  (it stopped: see its log)"
+        rows.insert(
+            2,
+            (
+                "airflow UI",
+                f"http://127.0.0.1:{settings.airflow_port}  login {settings.airflow_admin_user} / "
+                f"{settings.airflow_admin_password}, DAGs paused until you switch them on{state}",
+            ),
+        )
     for name, where in rows:
         typer.echo(f"    {name:<24} {where}")
+    typer.secho("try", bold=True)
+    for example in (
+        'lambdalake sql "SELECT * FROM v_daily_kpis ORDER BY 1 DESC LIMIT 5"',
+        'lambdalake sql --athena "SELECT event_type, count(*) FROM clean_events GROUP BY 1"',
+        f"curl -H 'X-Read-Key: {settings.read_keys[0] if settings.read_keys else ''}' "
+        f"'{serving}/v1/metrics/page_views?granularity=hour'",
+    ):
+        typer.echo(f"    {example}")
 
 
 def _live(settings: Settings, rate: float, services: list[Any]) -> None:
