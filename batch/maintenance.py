@@ -1,15 +1,20 @@
-"""Lake maintenance: retention of the raw and error zones.
+"""Lake maintenance: compaction of small raw files, and retention of the raw and error zones.
 
-Hour partitions older than ``batch_raw_retention_days`` are deleted, oldest first, with their
-manifests; clean and curated zones keep their history (they are small and the warehouse loads from
-them). A partition is found from the listing, so the job is idempotent and resumable.
+Compaction (``batch.compaction``) merges the small files of the closed raw hours of the last
+``batch_compaction_lookback_days``. Retention deletes hour partitions older than
+``batch_raw_retention_days``, oldest first, with their manifests; clean and curated zones keep their
+history (they are small and the warehouse loads from them). Both work from the listing, so they are
+idempotent and resumable.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from batch.compaction import CompactionReport, compact_hours
+from batch.watermark import hour_start
 from ingest.delivery.layout import parse_hour_partition
 from lambdalake import lake
 from lambdalake.settings import Settings
@@ -46,3 +51,22 @@ def apply_retention(settings: Settings, now: datetime) -> int:
         ERRORS_CLEAN,
     )
     return len(files)
+
+
+def compact_recent(
+    settings: Settings, now: datetime, progress: Callable[[str], None] = lambda _msg: None
+) -> CompactionReport:
+    """Compact the closed raw hours of the ``batch_compaction_lookback_days`` before ``now``."""
+    end = hour_start(now)
+    start = end - timedelta(days=settings.batch_compaction_lookback_days)
+    report = compact_hours(settings, start, end, now, progress)
+    log.info(
+        "compaction %s .. %s: %d hours compacted, %d up to date, %d skipped, %d old files purged",
+        f"{start:%Y-%m-%dT%H}",
+        f"{end:%Y-%m-%dT%H}",
+        report.count("compacted"),
+        report.count("current"),
+        report.count("skipped"),
+        report.purged,
+    )
+    return report

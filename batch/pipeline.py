@@ -135,12 +135,14 @@ def aggregates_step(settings: Settings, interval: Sequence[datetime], spark: Any
     hourly_tables(spark or spark_for(settings), settings.lake_uri, list(interval), catalogue)
 
 
-def publish_step(settings: Settings, hour: datetime) -> int:
-    """The hour's warehouse tables (staging + merge, idempotent) and its lake partitions."""
+def publish_step(settings: Settings, hour: datetime, loader: Any = None) -> int:
+    """The hour's warehouse tables (staging + merge, idempotent) and its lake partitions; a caller
+    publishing many hours passes one ``loader`` whose schema it ensured once."""
     from warehouse.query import warehouse_loader
 
-    loader = warehouse_loader(settings)
-    loader.ensure_schema()
+    if loader is None:
+        loader = warehouse_loader(settings)
+        loader.ensure_schema()
     results = loader.publish_hour(hour, hourly_warehouse_tables())
     register_partitions(settings, hour)
     rows = sum(r.rows for r in results)
@@ -207,8 +209,12 @@ def process_hours(
             gates.gate_clean(settings, p.hour, p.rows)
             gates.gate_curated(settings, p.hour)
         progress(f"gates passed for {len(todo)} hours")
+        from warehouse.query import warehouse_loader
+
+        loader = warehouse_loader(settings)
+        loader.ensure_schema()
         for p in todo:
-            rows = publish_step(settings, p.hour)
+            rows = publish_step(settings, p.hour, loader)
             store.mark_published(p.hour, int(p.version or 1))
             report.processed.append(p.hour)
             progress(f"published {p.hour:%Y-%m-%dT%H} (manifest v{p.version}, {rows} warehouse rows)")

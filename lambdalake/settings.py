@@ -244,6 +244,22 @@ class Settings(BaseSettings):
     )
     serving_access_log: bool = False
 
+    # --- batch maintenance (issue 6) ---
+    batch_compaction_target_mib: float = Field(
+        default=128.0,
+        gt=0,
+        description="Compaction merges a shard's small raw files of an hour into files of about this size.",
+    )
+    batch_compaction_lookback_days: int = Field(
+        default=7, ge=1, description="The maintenance DAG compacts the closed raw hours of this many days."
+    )
+    batch_compaction_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Raw files replaced by compaction are kept this long outside the partition "
+        "(raw/_compacted/) before a later run deletes them; 0 deletes them at once.",
+    )
+
     # --- deploy (issue 9) ---
     bind_host: str = Field(
         default="127.0.0.1",

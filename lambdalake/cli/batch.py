@@ -46,10 +46,21 @@ def batch(
     start: str | None = typer.Option(None, "--from", help="First hour of a range."),
     end: str | None = typer.Option(None, "--to", help="End of the range (exclusive)."),
     force: bool = typer.Option(False, "--force", help="Reprocess hours already published at their version."),
+    compact: bool = typer.Option(
+        False,
+        "--compact",
+        help="Instead: merge the small raw files of the closed hours (what the maintenance DAG does); "
+        "manifests keep their version, so nothing is reprocessed.",
+    ),
 ) -> None:
     """Clean, gate, aggregate, publish and advance the batch watermark for hours whose manifest exists."""
     first, stop = interval(hour, start, end)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if compact:
+        if force:
+            raise LambdalakeError("--force does not apply to --compact")
+        run_compaction(first, stop)
+        return
     from batch.pipeline import process_hours
 
     report = process_hours(
@@ -60,6 +71,18 @@ def batch(
         f"{len(report.skipped)} up to date, "
         f"{len(report.waiting)} waiting for a manifest; "
         f"watermark {report.watermark.isoformat() if report.watermark else 'none'}"
+    )
+
+
+def run_compaction(first: datetime, stop: datetime) -> None:
+    from batch.compaction import compact_hours
+
+    report = compact_hours(
+        get_settings(), first, stop, progress=lambda msg: typer.echo(f"compact: {msg}", err=True)
+    )
+    typer.echo(
+        f"compacted {report.count('compacted')} hours, {report.count('current')} up to date, "
+        f"{report.count('skipped')} skipped; {report.purged} replaced files purged"
     )
 
 

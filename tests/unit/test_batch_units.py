@@ -3,6 +3,7 @@ bad rows (real Great Expectations on small frames), interval parsing and the Air
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pandas as pd
 import pytest
 
 from batch import gates
+from batch.compaction import RawFile, committed, merged_name, plan_runs, rebuilt_manifest, trash_at
 from batch.watermark import contiguous_end, hour_start
+from ingest.delivery.layout import DataFileName
 from lambdalake.cli.airflow import airflow_env, write_passwords
 from lambdalake.cli.batch import interval
 from lambdalake.errors import LambdalakeError
@@ -119,7 +122,68 @@ def test_airflow_environment_is_local_and_self_contained(tmp_path: Path) -> None
     assert (Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / "lambdalake_hourly.py").exists()
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     assert env["LAMBDALAKE_HOME"] == str(tmp_path)
-    assert env["PATH"] == "/usr/bin"
+    # the interpreter's bin first: Airflow starts its components as `airflow <component>` from PATH
+    assert env["PATH"] == f"{Path(sys.executable).parent}:/usr/bin"
     passwords = write_passwords(settings)
     assert str(passwords) == env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert passwords.read_text() == '{"admin": "lambdalake-admin"}'
+
+
+def _raw(shard: str, first: int, last: int, size: int, rows: int = 3) -> RawFile:
+    name = DataFileName(shard, str(first), str(last))
+    return RawFile(f"file:///lake/{name.name}", name, rows, size)
+
+
+def test_compaction_packs_each_shards_consecutive_files_up_to_the_target() -> None:
+    files = [
+        _raw("s1", 30, 39, 40),
+        _raw("s1", 1, 9, 40),
+        _raw("s1", 10, 19, 40),
+        _raw("s1", 20, 29, 40),
+        _raw("s2", 5, 6, 500),  # already past the target: stays alone
+        _raw("s2", 7, 8, 10),
+        _raw("s3", 1, 2, 10),  # a single file: nothing to merge
+    ]
+    runs = plan_runs(files, target_bytes=100)
+    assert [[f.name.name for f in run] for run in runs] == [
+        ["part-s1-1-9.parquet", "part-s1-10-19.parquet"],
+        ["part-s1-20-29.parquet", "part-s1-30-39.parquet"],
+    ]
+    assert [merged_name(run).name for run in runs] == ["part-s1-1-19.parquet", "part-s1-20-39.parquet"]
+    assert plan_runs([_raw("s1", 1, 2, 10)], 100) == []
+    # sequence numbers compare as integers (Kinesis numbers are wider than their text order suggests)
+    wide = plan_runs([_raw("s1", 100, 199, 1), _raw("s1", 20, 99, 1)], 100)
+    assert merged_name(wide[0]).name == "part-s1-20-199.parquet"
+
+
+def test_compaction_merges_only_files_delivery_checkpointed_past() -> None:
+    name = DataFileName("s1", "10", "19")
+    assert committed(name, {})  # no lease: nothing delivers the shard
+    assert committed(name, {"s1": "19"})
+    assert committed(name, {"s1": "SHARD_END"})
+    assert not committed(name, {"s1": "18"})
+    assert not committed(name, {"s1": "TRIM_HORIZON"})  # nothing checkpointed yet
+    assert committed(name, {"s2": "1"})
+
+
+def test_compacted_manifest_keeps_its_version_and_recounts_rows() -> None:
+    old = {
+        "manifest_format": 1,
+        "hour": "2026-01-01T10",
+        "version": 3,
+        "closed_at": "x",
+        "rows": 9,
+        "files": [],
+    }
+    new = rebuilt_manifest(
+        old, T0, [_raw("s1", 1, 9, 40, rows=5), _raw("s2", 1, 4, 40, rows=4)], {"generation": 1}
+    )
+    assert (new["version"], new["closed_at"], new["hour"], new["rows"]) == (3, "x", "2026-01-01T10", 9)
+    assert [f["name"] for f in new["files"]] == ["part-s1-1-9.parquet", "part-s2-1-4.parquet"]
+    assert new["shards"]["s2"]["rows"] == 4
+    assert new["compaction"] == {"generation": 1}
+    assert "version" not in rebuilt_manifest({"rows": 0}, T0, [], None)  # absent stays absent
+    assert trash_at("file:///l/raw/_compacted/at=2026-01-02T030405/run/replaced/x.parquet") == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    assert trash_at("file:///l/raw/_compacted/x.parquet") is None
