@@ -412,8 +412,8 @@ def _where(settings: Settings, sample: Path, airflow: Any = None) -> None:
         typer.echo(f"    {name:<24} {where}")
     typer.secho("try", bold=True)
     for example in (
-        'lambdalake sql "SELECT * FROM v_daily_kpis ORDER BY 1 DESC LIMIT 5"',
-        'lambdalake sql --athena "SELECT event_type, count(*) FROM clean_events GROUP BY 1"',
+        'lambdalake sql "SELECT * FROM v_revenue_hourly ORDER BY 1 DESC LIMIT 5"',
+        'lambdalake sql --engine athena "SELECT event_type, count(*) FROM clean_events GROUP BY 1"',
         f"curl -H 'X-Read-Key: {settings.read_keys[0] if settings.read_keys else ''}' "
         f"'{serving}/v1/metrics/page_views?granularity=hour'",
     ):
