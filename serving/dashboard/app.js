@@ -174,6 +174,8 @@
   }
 
   function revenueChart(container) {
+    const compact = (v) => Math.abs(v) >= 1e6 ? `${+(v / 1e6).toFixed(1)}M`
+      : Math.abs(v) >= 1e3 ? `${+(v / 1e3).toFixed(1)}k` : `${v}`;
     const bars = uPlot.paths.bars({ size: [0.8, 60], align: 0 });
     const serie = (source) => ({
       label: source, stroke: COLORS[source], fill: COLORS[source], width: 1, paths: bars,
@@ -189,7 +191,8 @@
         x: { time: true, range: (u, min, max) => [min - 1800, max + 1800] },  // whole first and last bars
         y: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] },
       },
-      axes: [{}, { size: 60 }],
+      // compact tick labels (12k, 1.5M) so six-figure revenue fits the axis
+      axes: [{}, { size: 60, values: (u, ticks) => ticks.map(compact) }],
       series: [{}, serie('batch'), serie('speed'), serie('mixed')],
       hooks: { draw: [drawBoundary] },
     }, [[], [], [], []], container);
