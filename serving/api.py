@@ -232,6 +232,16 @@ def create_app(settings: Settings | None = None, reconciler: Reconciler | None =
         start_s, end_s = _time_range(start, end)
         return json_response(r.series(name, start_s, end_s, granularity, key).to_json())
 
+    @v1.get("/metrics/{name}/windows", summary="A key's stagger windows (opened by the key's first event)")
+    def stagger_windows(
+        name: str,
+        start: str | None = Query(None, description="ISO-8601 start (default: end - 24 h)."),
+        end: str | None = Query(None, description="ISO-8601 end, exclusive (default: now)."),
+        key: list[str] = Query(default=[], description="One value per `by` component of the metric."),
+    ) -> Response:
+        start_s, end_s = _time_range(start, end)
+        return json_response(r.stagger(name, key, start_s, end_s))
+
     @v1.get("/catalogue", summary="The metrics this API answers, with their windows and keys")
     def catalogue() -> Response:
         return json_response(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 import orjson
 
@@ -167,6 +168,35 @@ class BatchView:
                 )
             )
         return found
+
+    def stagger_windows(
+        self, metric: str, label: str, key: Sequence[str], start: int, end: int
+    ) -> list[tuple[float, float | None]]:
+        """(exact start in epoch seconds, value) of a key's stagger windows starting in [start, end)."""
+        if start >= end:
+            return []
+        sql = (
+            f"SELECT bucket_start, value FROM {HOURLY_TABLE}"
+            f" WHERE metric = %s AND metric_window = %s AND {self._key_test()}"
+            " AND bucket_start >= %s AND bucket_start < %s ORDER BY bucket_start"
+        )
+        params = (
+            metric,
+            label,
+            orjson.dumps(list(key)).decode(),
+            to_datetime(start).replace(tzinfo=None),
+            to_datetime(end).replace(tzinfo=None),
+        )
+
+        def read(cursor: object) -> list[tuple[object, ...]]:
+            cursor.execute(sql, params)  # type: ignore[attr-defined]
+            return [tuple(r) for r in cursor.fetchall()]  # type: ignore[attr-defined]
+
+        out = []
+        for bucket, value in self.engine.run(read):
+            moment = bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)  # type: ignore[attr-defined]
+            out.append((moment.timestamp(), None if value is None else float(value)))  # type: ignore[arg-type]
+        return out
 
     def lifetime_partials(
         self, metrics: Sequence[str], keys: Sequence[Sequence[str]], boundary: Boundary

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, evaluate_formula, load_catalogue
@@ -437,6 +438,49 @@ class Reconciler:
         return found
 
     # --- composite answers -----------------------------------------------------------------------
+    # --- stagger windows (opened per key by its first event) --------------------------------------
+    def stagger(self, name: str, key: Key, start: int, end: int) -> dict[str, Any]:
+        """A key's stagger windows starting in [start, end), oldest first: a window whose start hour
+        is within the batch boundary comes from batch, any other from speed (each window once)."""
+        metric = self.metric(name)
+        label = metric.stagger_label
+        if label is None:
+            raise QueryError(f"metric {name} has no stagger window: use /v1/metrics/{name}")
+        key = tuple(key)
+        if len(key) != len(metric.by):
+            raise QueryError(f"metric {name} needs {len(metric.by)} key value(s) ({', '.join(metric.by)})")
+        if start >= end:
+            raise QueryError("start must be before end")
+        degraded = Degraded()
+        boundary = self.boundary(degraded) if metric.batch else NO_BATCH
+        windows: list[dict[str, Any]] = []
+        if boundary.first is not None and boundary.last is not None:
+            low, high = max(start, boundary.first), min(end, boundary.last + HOUR_S)
+            try:
+                for first, value in self.batch.stagger_windows(name, label, key, low, high):
+                    windows.append(_window(first, value, BATCH))
+            except EngineUnavailable as exc:
+                degraded.add(exc)
+                boundary = NO_BATCH
+        try:
+            found = self.redis.run(lambda _r: self.speed.query.stagger(name, key, start, end))
+            windows += [
+                _window(f, v, SPEED, metric) for f, v in found if not boundary.covers(floor(f, HOUR_S))
+            ]
+        except EngineUnavailable as exc:
+            degraded.add(exc)
+        windows.sort(key=lambda w: w["start"])
+        return {
+            "metric": name,
+            "window": label,
+            "key": list(key),
+            "start": iso(start),
+            "end": iso(end),
+            "watermark": None if boundary.watermark is None else iso(boundary.watermark),
+            "windows": windows,
+            "degraded": list(degraded),
+        }
+
     def funnel(self, start: int, end: int) -> dict[str, Any]:
         """The catalogue's funnel counts over the hours overlapping [start, end), reconciled."""
         steps, sources, degraded = [], set(), Degraded()
@@ -455,6 +499,16 @@ class Reconciler:
             "sources": sorted(sources),
             "degraded": list(degraded),
         }
+
+
+def _window(first: float, value: float | None, source: str, metric: Metric | None = None) -> dict[str, Any]:
+    moment = datetime.fromtimestamp(first, UTC)
+    return {
+        "start": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z",
+        "value": value,
+        "source": source,
+        "approximate": metric is not None and metric.aggregate == "count_distinct",
+    }
 
 
 def _combine_partials(metric: Metric, rows: list[tuple[int, Row]]) -> float | None:
