@@ -6,6 +6,12 @@ validation result as JSON under ``_quality/<table>/<partition>.json`` (beside th
 partition folders Spark replaces and reads), logs one summary line, and raises ``GateFailed`` when an
 expectation failed, so the task fails and nothing is published.
 
+Backfills gate many hours per call (``gate_clean_hours``/``gate_curated_hours``): each table's rows of
+all the hours are validated ONCE, every row tagged with its own hour (``_interval``), so ranges are
+relative to each row's hour and uniqueness holds per (hour, key), exactly as hour by hour. The failing
+hours are named from GE's unexpected row indexes; each hour still gets its ``<partition>.json`` (its
+slice of the result) referencing the chunk's full result under ``_quality/<table>/_chunks/``.
+
 Suites are data (expectation class name + kwargs) built at call time: importing this module does not
 import great_expectations (slow), so DAG files and the CLI stay fast to load.
 """
@@ -14,11 +20,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -80,6 +87,7 @@ class TableResult:
     evaluated: int
     failed: list[str]
     uri: str
+    start: datetime | None = None  # the interval's start, to name a failing hour
 
 
 def _not_null(*columns: str) -> list[Expectation]:
@@ -95,11 +103,13 @@ def _within(column: str, seconds: int) -> Expectation:
     return ("ExpectColumnValuesToBeBetween", {"column": column, "min_value": 0, "max_value": seconds - 1e-6})
 
 
-def _offset(df: Any, column: str, start: datetime) -> Any:
+def _offset(df: Any, column: str, start: Any) -> Any:
+    """Seconds from ``start``: one datetime, or a Series of each row's interval start."""
     import pandas as pd
 
     stamps = pd.to_datetime(df[column], utc=True)
-    return (stamps - pd.Timestamp(start)).dt.total_seconds()
+    origin = pd.to_datetime(start, utc=True) if isinstance(start, pd.Series) else pd.Timestamp(start)
+    return (stamps - origin).dt.total_seconds()
 
 
 def event_types() -> list[str]:
@@ -123,9 +133,27 @@ def _metrics(df: Any, start: datetime, catalogue_counted: Sequence[str]) -> Any:
     return df.assign(bucket_offset_s=_offset(df, "bucket_start", start), counted_value=counted)
 
 
-@cache
-def _counted(settings_key: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(counted_metrics(load_catalogue(list(settings_key))))
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=16)
+def _load_catalogue(paths: tuple[str, ...], _stamps: tuple[tuple[int, int] | None, ...]) -> Catalogue:
+    return load_catalogue(list(paths))
+
+
+def catalogue_of(settings: Settings) -> Catalogue:
+    """The settings' metric catalogue, read once per process (and again only if a file changed)."""
+    paths = tuple(str(p) for p in settings.metric_catalogues)
+    return _load_catalogue(paths, tuple(_stamp(p) for p in paths))
+
+
+def _counted(settings: Settings) -> tuple[str, ...]:
+    return tuple(counted_metrics(catalogue_of(settings)))
 
 
 def _metrics_suite(name: str, table: str, grain: str, span_s: int, counted: Sequence[str]) -> Suite:
@@ -147,7 +175,7 @@ def _metrics_suite(name: str, table: str, grain: str, span_s: int, counted: Sequ
 
 def hourly_suites(settings: Settings) -> dict[str, list[Suite]]:
     """Suites by pipeline step: ``clean`` (after raw → clean) and ``curated`` (after aggregates)."""
-    counted = _counted(tuple(settings.metric_catalogues))
+    counted = _counted(settings)
     clean = Suite(
         "clean_events",
         CLEAN_EVENTS,
@@ -198,7 +226,7 @@ def hourly_suites(settings: Settings) -> dict[str, list[Suite]]:
 
 def daily_suites(settings: Settings) -> list[Suite]:
     """Suites of the daily tables and sessions (the daily DAG's gate)."""
-    counted = _counted(tuple(settings.metric_catalogues))
+    counted = _counted(settings)
 
     def dated(df: Any, start: datetime) -> Any:
         return df.assign(date_offset_s=_offset(df, "date", start))
@@ -322,8 +350,11 @@ def _context() -> Any:
     return context
 
 
-def validate(name: str, df: Any, expectations: Sequence[Expectation]) -> dict[str, Any]:
-    """Validate a pandas frame against a suite; the GE result as a JSON-able dict."""
+def validate(
+    name: str, df: Any, expectations: Sequence[Expectation], result_format: str = "BASIC"
+) -> dict[str, Any]:
+    """Validate a pandas frame against a suite; the GE result as a JSON-able dict (``COMPLETE``
+    lists every unexpected row's index, to tell which hours of a many-hours frame failed)."""
     import great_expectations as gx
 
     with _GX_LOCK:  # one ephemeral context per process; its registries are not thread-safe
@@ -344,7 +375,8 @@ def validate(name: str, df: Any, expectations: Sequence[Expectation]) -> dict[st
         for kind, kwargs in expectations:
             suite.add_expectation(getattr(gx.expectations, kind)(**kwargs))
         batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-        return dict(batch.validate(suite).to_json_dict())
+        result = batch.validate(suite, result_format={"result_format": result_format})
+        return dict(result.to_json_dict())
 
 
 def _summary(result: dict[str, Any]) -> list[str]:
@@ -353,7 +385,8 @@ def _summary(result: dict[str, Any]) -> list[str]:
         if entry.get("success"):
             continue
         config = entry.get("expectation_config", {})
-        column = config.get("kwargs", {}).get("column", "")
+        kwargs = config.get("kwargs", {})
+        column = kwargs.get("column") or ",".join(kwargs.get("column_list") or ()) or ""
         unexpected = entry.get("result", {}).get("unexpected_count")
         detail = f" ({unexpected} unexpected)" if unexpected is not None else ""
         if entry.get("exception_info", {}).get("raised_exception"):
@@ -368,32 +401,165 @@ def _write(settings: Settings, name: str, start: datetime, grain: str, body: dic
     return uri
 
 
-def run_suite(settings: Settings, suite: Suite, start: datetime, catalogue: Catalogue) -> TableResult:
-    """Validate one table over one interval and keep the result; an empty interval passes trivially
-    only when the table may be empty (the reconciliation decides for clean events)."""
-    files = data_files(settings, suite.root, start, suite.grain)
-    df = read_rows(settings, files, suite.columns)
-    label = partition(start, suite.grain)
-    if df is None or df.empty:
-        body: dict[str, Any] = {"success": True, "rows": 0, "results": [], "note": "no rows in the interval"}
-    else:
-        body = validate(suite.name, suite.frame(df, start), suite.expectations(catalogue))
-        body["rows"] = len(df)
-    body |= {"suite": suite.name, "interval": label, "files": len(files)}
-    failed = _summary(body)
-    uri = _write(settings, suite.name, start, suite.grain, body)
-    return TableResult(
-        suite.name, label, body["rows"], bool(body["success"]), len(body.get("results", [])), failed, uri
+def per_interval(expectations: Sequence[Expectation]) -> list[Expectation]:
+    """The suite for a frame of many intervals: a key unique within its table's interval becomes the
+    pair (``_interval``, key) unique, so hours validated together pass or fail as they would alone."""
+    out: list[Expectation] = []
+    for kind, kwargs in expectations:
+        if kind == "ExpectColumnValuesToBeUnique":
+            kind, kwargs = (
+                "ExpectCompoundColumnsToBeUnique",
+                {"column_list": ["_interval", kwargs["column"]], "ignore_row_if": "any_value_is_missing"},
+            )
+        out.append((kind, kwargs))
+    return out
+
+
+def _slices(body: dict[str, Any], df: Any, labels: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each interval's share of a many-intervals result: per expectation its success and unexpected
+    count there. A failed expectation without row indexes (an exception, an aggregate) fails every
+    interval with rows: the hour cannot be told."""
+    counts = df["_interval"].value_counts().to_dict()
+    out: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    for entry in body.get("results", []):
+        config = entry.get("expectation_config", {})
+        config = {"type": config.get("type"), "kwargs": config.get("kwargs", {})}
+        indexes = entry.get("result", {}).get("unexpected_index_list")
+        known = indexes is not None and not entry.get("exception_info", {}).get("raised_exception")
+        bad: dict[str, int] = {}
+        if known:
+            bad = df.loc[list(indexes), "_interval"].value_counts().to_dict() if indexes else {}
+            if not entry.get("success") and not bad:
+                known = False  # failed without an unexpected row: not attributable
+        for label in labels:
+            if not counts.get(label):
+                continue
+            if entry.get("success"):
+                ok, result = True, {"unexpected_count": 0}
+            elif known:
+                ok, result = label not in bad, {"unexpected_count": int(bad.get(label, 0))}
+            else:
+                ok, result = False, {}
+            item: dict[str, Any] = {"expectation_config": config, "success": ok, "result": result}
+            if not ok and not known:
+                item["exception_info"] = entry.get("exception_info", {})
+            out[label].append(item)
+    return out
+
+
+def _chunk_uri(settings: Settings, name: str, starts: Sequence[datetime]) -> str:
+    first, last = min(starts), max(starts)
+    return lake.join(
+        settings.lake_uri, QUALITY, name, "_chunks", f"{first:%Y-%m-%dT%H}--{last:%Y-%m-%dT%H}.json"
     )
+
+
+def _frame_of(
+    settings: Settings, root: str, starts: Sequence[datetime], grain: str, columns: Sequence[str]
+) -> tuple[Any, dict[datetime, int]]:
+    """The rows of every interval in one frame, each tagged with its interval's partition
+    (``_interval``); and the number of data files per interval."""
+    import pandas as pd
+
+    frames, files = [], {}
+    for start in starts:
+        found = data_files(settings, root, start, grain)
+        files[start] = len(found)
+        df = read_rows(settings, found, columns)
+        if df is not None and not df.empty:
+            frames.append(df.assign(_interval=partition(start, grain)))
+    return (pd.concat(frames, ignore_index=True) if frames else None), files
+
+
+def _run_many(
+    settings: Settings,
+    name: str,
+    grain: str,
+    starts: Sequence[datetime],
+    df: Any,
+    files: Mapping[datetime, int],
+    checked: Callable[[Any], Any],
+    expectations: Sequence[Expectation],
+    extra: Callable[[Any, str], dict[str, Any]] = lambda _df, _label: {},
+) -> list[TableResult]:
+    """Validate ``df`` (rows of every interval, tagged) once and write each interval's result."""
+    labels = [partition(s, grain) for s in starts]
+    full: dict[str, Any] | None = None
+    if df is not None and not df.empty:
+        full = validate(name, checked(df), per_interval(expectations), "COMPLETE")
+        full["rows"] = len(df)
+    rows = df["_interval"].value_counts().to_dict() if full is not None else {}
+    shares = _slices(full, df, labels) if full is not None else {}
+    chunk = None
+    if len(starts) > 1 and full is not None:
+        chunk_uri = _chunk_uri(settings, name, starts)
+        first, last = labels[0], labels[-1]
+        full |= {"suite": name, "interval": f"{first} .. {last}", "intervals": len(starts)}
+        full["files"] = sum(files.values())
+        lake.write_bytes(
+            chunk_uri, orjson.dumps(full, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS), settings
+        )
+        chunk = {"uri": chunk_uri, "intervals": len(starts), "rows": full["rows"], "success": full["success"]}
+    out = []
+    for start, label in zip(starts, labels, strict=True):
+        count = int(rows.get(label, 0))
+        if count == 0:
+            body: dict[str, Any] = {
+                "success": True,
+                "rows": 0,
+                "results": [],
+                "note": "no rows in the interval",
+            }
+        elif len(starts) == 1 and full is not None:
+            body = dict(full)  # one interval: its result is the whole GE result
+        else:
+            results = shares[label]
+            body = {"success": all(r["success"] for r in results), "rows": count, "results": results}
+        if chunk is not None:
+            body["chunk"] = chunk
+        body |= {"suite": name, "interval": label, "files": files.get(start, 0)} | extra(df, label)
+        uri = _write(settings, name, start, grain, body)
+        out.append(
+            TableResult(
+                name,
+                label,
+                body["rows"],
+                bool(body["success"]),
+                len(body["results"]),
+                _summary(body),
+                uri,
+                start,
+            )
+        )
+    return out
+
+
+def run_suite_many(
+    settings: Settings, suite: Suite, starts: Sequence[datetime], catalogue: Catalogue
+) -> list[TableResult]:
+    """Validate one table over many intervals with one GE run; a result per interval. An empty
+    interval passes trivially (the reconciliation decides whether clean events may be empty)."""
+    starts = sorted(starts)
+    df, files = _frame_of(settings, suite.root, starts, suite.grain, suite.columns)
+    origins = {partition(s, suite.grain): s for s in starts}
+
+    def checked(frame: Any) -> Any:
+        return suite.frame(frame, frame["_interval"].map(origins))
+
+    return _run_many(
+        settings, suite.name, suite.grain, starts, df, files, checked, suite.expectations(catalogue)
+    )
+
+
+def run_suite(settings: Settings, suite: Suite, start: datetime, catalogue: Catalogue) -> TableResult:
+    """Validate one table over one interval and keep the result."""
+    return run_suite_many(settings, suite, [start], catalogue)[0]
 
 
 # --- reconciliation with the raw manifest -----------------------------------------------------
 
 
-def reconciliation(settings: Settings, hour: datetime, manifest_rows: int) -> TableResult:
-    """clean + errors + duplicates removed == raw rows of the hour, every term counted independently:
-    the manifest's rows must equal the raw files' rows, and duplicates removed (raw − clean − errors)
-    can be neither negative nor more than the raw rows whose event_id repeats or is already clean."""
+def _counts(settings: Settings, hour: datetime, manifest_rows: int) -> tuple[dict[str, Any], int]:
     import pandas as pd
 
     raw_files = data_files(settings, RAW_EVENTS, hour, "hour")
@@ -413,57 +579,127 @@ def reconciliation(settings: Settings, hour: datetime, manifest_rows: int) -> Ta
         "repeated_raw_rows": raw_rows - int(raw_ids.nunique(dropna=True)),
         "clean_ids_not_in_raw": int((~clean_ids.isin(set(raw_ids.dropna()))).sum()),
     }
-    df = pd.DataFrame([row])
+    return row, len(raw_files)
+
+
+def reconciliation_hours(settings: Settings, manifest_rows: Mapping[datetime, int]) -> list[TableResult]:
+    """clean + errors + duplicates removed == raw rows, for each hour, every term counted
+    independently: the manifest's rows must equal the raw files' rows, and duplicates removed
+    (raw − clean − errors) can be neither negative nor more than the raw rows. One row per hour,
+    validated together; each hour gets its own result and counts."""
+    import pandas as pd
+
+    hours = sorted(h.astimezone(UTC) for h in manifest_rows)
+    given = {h.astimezone(UTC): n for h, n in manifest_rows.items()}
+    rows, files = [], {}
+    for hour in hours:
+        row, files[hour] = _counts(settings, hour, given[hour])
+        rows.append(row | {"_interval": partition(hour, "hour")})
+    df = pd.DataFrame(rows)
+    counts = {r["_interval"]: {k: v for k, v in r.items() if k != "_interval"} for r in rows}
     expectations: list[Expectation] = [
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "raw_manifest_rows", "column_B": "raw_file_rows"}),
-        (
-            "ExpectColumnValuesToBeBetween",
-            {"column": "duplicates_removed", "min_value": 0, "max_value": raw_rows},
-        ),
+        ("ExpectColumnValuesToBeBetween", {"column": "duplicates_removed", "min_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "removed_beyond_raw", "max_value": 0}),
         ("ExpectColumnValuesToBeBetween", {"column": "clean_ids_not_in_raw", "min_value": 0, "max_value": 0}),
     ]
-    body = validate("reconciliation", df, expectations) | {"counts": row, "rows": 1}
-    body |= {"suite": "reconciliation", "interval": partition(hour, "hour"), "files": len(raw_files)}
-    uri = _write(settings, "reconciliation", hour, "hour", body)
-    return TableResult("reconciliation", body["interval"], 1, bool(body["success"]), 3, _summary(body), uri)
+
+    def checked(frame: Any) -> Any:
+        return frame.assign(removed_beyond_raw=frame["duplicates_removed"] - frame["raw_file_rows"])
+
+    return _run_many(
+        settings,
+        "reconciliation",
+        "hour",
+        hours,
+        df,
+        files,
+        checked,
+        expectations,
+        lambda _df, label: {"counts": counts[label]},
+    )
+
+
+def reconciliation(settings: Settings, hour: datetime, manifest_rows: int) -> TableResult:
+    """The reconciliation of one hour."""
+    return reconciliation_hours(settings, {hour: manifest_rows})[0]
 
 
 # --- the gates the pipeline calls ---------------------------------------------------------------
 
 
-def _conclude(step: str, start: datetime, results: list[TableResult]) -> list[TableResult]:
+def _conclude(step: str, starts: Sequence[datetime], results: list[TableResult]) -> list[TableResult]:
+    first, last = min(starts), max(starts)
+    when = f"{first:%Y-%m-%dT%H}" if len(starts) == 1 else f"{first:%Y-%m-%dT%H}..{last:%Y-%m-%dT%H}"
     bad = [r for r in results if not r.success]
-    line = ", ".join(f"{r.suite} {r.rows} rows {'ok' if r.success else 'FAILED'}" for r in results)
-    log.info("gate %s %s: %s", step, start.strftime("%Y-%m-%dT%H"), line)
+    totals: dict[str, list[int]] = {}
+    for r in results:
+        entry = totals.setdefault(r.suite, [0, 0])
+        entry[0] += r.rows
+        entry[1] += not r.success
+    many = len(starts) > 1
+
+    def state(failed: int) -> str:
+        return "ok" if not failed else f"FAILED ({failed} intervals)" if many else "FAILED"
+
+    line = ", ".join(f"{suite} {rows} rows {state(failed)}" for suite, (rows, failed) in totals.items())
+    log.info("gate %s %s%s: %s", step, when, f" ({len(starts)} hours)" if len(starts) > 1 else "", line)
     if bad:
-        detail = "; ".join(f"{r.suite}: {', '.join(r.failed)} (see {r.uri})" for r in bad)
-        raise GateFailed(f"quality gate {step} {start:%Y-%m-%dT%H} failed: {detail}")
+        failing = sorted({r.start for r in bad if r.start is not None})
+        names = ", ".join(f"{h:%Y-%m-%dT%H}" for h in failing)
+        detail = "; ".join(
+            f"{r.suite}"
+            + (f" {r.start:%Y-%m-%dT%H}" if len(starts) > 1 and r.start is not None else "")
+            + f": {', '.join(r.failed)} (see {r.uri})"
+            for r in bad
+        )
+        scope = when if len(starts) == 1 else f"{when}, failing hours {names}"
+        raise GateFailed(f"quality gate {step} {scope} failed: {detail}")
     return results
+
+
+def gate_clean_hours(settings: Settings, manifest_rows: Mapping[datetime, int]) -> list[TableResult]:
+    """After raw → clean, for many hours (hour → its manifest's rows): the clean suite validated
+    once over all of them, and each hour's reconciliation with its raw manifest."""
+    given = {h.astimezone(UTC): n for h, n in manifest_rows.items()}
+    if not given:
+        return []
+    hours = sorted(given)
+    catalogue = catalogue_of(settings)
+    results = [
+        r for s in hourly_suites(settings)["clean"] for r in run_suite_many(settings, s, hours, catalogue)
+    ]
+    results += reconciliation_hours(settings, given)
+    return _conclude("clean", hours, results)
+
+
+def gate_curated_hours(settings: Settings, hours: Sequence[datetime]) -> list[TableResult]:
+    """After aggregates, for many hours: each curated table validated once over all of them."""
+    hours = sorted({h.astimezone(UTC) for h in hours})
+    if not hours:
+        return []
+    catalogue = catalogue_of(settings)
+    results = [
+        r for s in hourly_suites(settings)["curated"] for r in run_suite_many(settings, s, hours, catalogue)
+    ]
+    return _conclude("curated", hours, results)
 
 
 def gate_clean(settings: Settings, hour: datetime, manifest_rows: int) -> list[TableResult]:
     """After raw → clean: the clean hour's suite and its reconciliation with the raw manifest."""
-    hour = hour.astimezone(UTC)
-    catalogue = load_catalogue(settings.metric_catalogues)
-    results = [run_suite(settings, s, hour, catalogue) for s in hourly_suites(settings)["clean"]]
-    results.append(reconciliation(settings, hour, manifest_rows))
-    return _conclude("clean", hour, results)
+    return gate_clean_hours(settings, {hour: manifest_rows})
 
 
 def gate_curated(settings: Settings, hour: datetime) -> list[TableResult]:
     """After aggregates: the hour's curated tables."""
-    hour = hour.astimezone(UTC)
-    catalogue = load_catalogue(settings.metric_catalogues)
-    return _conclude(
-        "curated", hour, [run_suite(settings, s, hour, catalogue) for s in hourly_suites(settings)["curated"]]
-    )
+    return gate_curated_hours(settings, [hour])
 
 
 def gate_daily(settings: Settings, day: datetime) -> list[TableResult]:
     """After the daily job: the day's tables and sessions."""
     day = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    catalogue = load_catalogue(settings.metric_catalogues)
-    return _conclude("daily", day, [run_suite(settings, s, day, catalogue) for s in daily_suites(settings)])
+    catalogue = catalogue_of(settings)
+    return _conclude("daily", [day], [run_suite(settings, s, day, catalogue) for s in daily_suites(settings)])
 
 
 def gate_reference(settings: Settings) -> list[TableResult]:
@@ -513,4 +749,4 @@ def gate_reference(settings: Settings) -> list[TableResult]:
                 name, body["interval"], len(df), bool(body["success"]), len(expectations), _summary(body), out
             )
         )
-    return _conclude("reference", today, results)
+    return _conclude("reference", [today], results)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 HOUR = timedelta(hours=1)
 EMPTY_VERSION = 0
+GATE_CHUNK_HOURS = 168  # hours gated together by process_hours (a week of a backfill)
 
 
 @dataclass
@@ -205,9 +206,10 @@ def process_hours(
         session = spark or spark_for(settings)
         for first, stop in _runs([p.hour for p in todo]):
             run(session, settings.lake_uri, first, stop, settings, daily=False, progress=progress)
-        for p in todo:
-            gates.gate_clean(settings, p.hour, p.rows)
-            gates.gate_curated(settings, p.hour)
+        for i in range(0, len(todo), GATE_CHUNK_HOURS):  # each table validated once per chunk
+            chunk = todo[i : i + GATE_CHUNK_HOURS]
+            gates.gate_clean_hours(settings, {p.hour: p.rows for p in chunk})
+            gates.gate_curated_hours(settings, [p.hour for p in chunk])
         progress(f"gates passed for {len(todo)} hours")
         from warehouse.query import warehouse_loader
 

@@ -156,3 +156,46 @@ def test_corrupted_hour_fails_its_gate_and_publishes_nothing(settings: Settings,
     assert (_count(settings, "fact_events_v1"), _count(settings, "fact_orders_v1")) == (facts, orders)
     result = json.loads((root / "_quality/orders/year=2026/month=01/day=01/hour=03.json").read_text())
     assert result["success"] is False
+
+
+def test_corrupted_hour_inside_a_many_hours_call_is_named_and_nothing_is_published(
+    engines: Settings, spark: SparkSession, tmp_path: Path
+) -> None:
+    """Hours 00..02 gated together (one GE run per table): the corrupted hour 01 between two good
+    ones fails the call, is the only hour named, and no hour of the call is published."""
+    root = tmp_path / "lake"
+    write_raw_lake(root, events=300)  # hour 00 with data, hour 01 without, hour 02 a resent duplicate
+    bad_hour = START + H
+    write_corrupted_hour(root, bad_hour)
+    settings = engines.model_copy(
+        update={
+            "lake_uri_override": root.as_uri(),
+            "warehouse_schema": "test_batch_many_wh",
+            "batch_meta_schema": "test_batch_many_meta",
+        }
+    )
+    _drop(settings, settings.warehouse_schema, settings.batch_meta_schema)
+
+    with pytest.raises(
+        GateFailed, match=r"failing hours 2026-01-01T01 failed: .*orders 2026-01-01T01: [^;]*amount"
+    ):
+        process_hours(settings, START, START + 3 * H, spark=spark)
+    store = Watermark(settings)
+    assert store.watermark() is None
+    assert [store.published_version(START + i * H) for i in range(3)] == [None, None, None]
+    with psycopg.connect(settings.warehouse_dsn) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f"{settings.warehouse_schema}.fact_orders_v1",))
+        assert found.fetchone()[0] is None  # the loader never ran
+
+    quality = root / "_quality/orders/year=2026/month=01/day=01"
+    bad = json.loads((quality / "hour=01.json").read_text())
+    good = json.loads((quality / "hour=00.json").read_text())
+    assert (bad["success"], good["success"]) == (False, True)
+    assert good["rows"] > 0
+    assert [r["result"]["unexpected_count"] for r in bad["results"] if not r["success"]] == [1]
+    chunk = json.loads(Path(bad["chunk"]["uri"].removeprefix("file://")).read_text())
+    assert (chunk["success"], chunk["rows"]) == (False, good["rows"] + bad["rows"])
+    # the clean gate of the three hours passed, each hour reconciled with its own manifest
+    recon = json.loads((root / "_quality/reconciliation/year=2026/month=01/day=01/hour=01.json").read_text())
+    assert recon["success"]
+    assert recon["counts"]["raw_manifest_rows"] == recon["counts"]["clean_rows"] == 2

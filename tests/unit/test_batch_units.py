@@ -97,6 +97,44 @@ def test_orders_suite_fails_a_negative_amount(tmp_path: Path) -> None:
     assert failed == ["expect_column_values_to_be_between[amount] (1 unexpected)"]
 
 
+@pytest.mark.slow
+def test_many_hours_gate_checks_each_row_against_its_own_hour(tmp_path: Path) -> None:
+    """Three hours of clean events validated in one GE run: an event id repeated in another hour and
+    late-hour timestamps pass (as hour by hour), and only the hour with a duplicate inside fails."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spark_jobs.schemas import CLEAN_EVENTS
+
+    root = tmp_path / "lake"
+    settings = make_settings(tmp_path, lake_uri_override=root.as_uri())
+    first, second, third = T0, T0 + H, T0 + 2 * H
+    frames = {
+        first: _clean_rows(),
+        second: _clean_rows().assign(ts=[second, second + timedelta(minutes=59)]),  # same ids, next hour
+        third: _clean_rows().assign(
+            event_id="00000000-0000-4000-8000-000000000003", ts=[third, third + timedelta(minutes=1)]
+        ),
+    }
+    for hour, df in frames.items():
+        folder = root / CLEAN_EVENTS / gates.partition(hour, "hour")
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "part-0.parquet")
+    suite, catalogue = _suite("clean", "clean_events", tmp_path)
+    results = gates.run_suite_many(settings, suite, [third, first, second], catalogue)
+    assert [(r.start, r.rows, r.success) for r in results] == [
+        (first, 2, True),
+        (second, 2, True),
+        (third, 2, False),
+    ]
+    assert results[2].failed == ["expect_compound_columns_to_be_unique[_interval,event_id] (2 unexpected)"]
+    with pytest.raises(
+        gates.GateFailed, match=r"failing hours 2026-01-01T12 failed: clean_events 2026-01-01T12"
+    ):
+        gates._conclude("clean", [first, second, third], results)
+    assert gates.catalogue_of(settings) is gates.catalogue_of(settings)  # read once per process
+
+
 def test_batch_interval_parsing() -> None:
     assert interval("2026-01-01T10", None, None) == (T0, T0 + H)
     assert interval(None, "2026-01-01T10", "2026-01-02T00") == (T0, datetime(2026, 1, 2, tzinfo=UTC))
