@@ -19,6 +19,8 @@ from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, format_start, ret
 
 Getter = Callable[[Mapping[str, Any], Any], Any]
 Reader = Callable[[Mapping[str, Any], float], list[tuple[tuple[str, ...], Any, float]]]
+Sink = Callable[["ViewOps", Mapping[str, Any], float, float, set[str]], None]
+Update = Callable[["ViewOps", str, Any, float, float, int], None]
 MAX_ARGS = 1000  # members per Redis command: Lua's unpack() has a stack limit of ~8000
 
 
@@ -30,13 +32,22 @@ def _getter(path: str) -> Getter:
     if not name:
         return lambda event, _item: event.get(head)
     if head == "item":
-        return lambda _event, item: item.get(name) if isinstance(item, Mapping) else None
+        return lambda _event, item: _member(item, name)
 
     def nested(event: Mapping[str, Any], _item: Any) -> Any:
         container = event.get(head)
+        # events are dicts (orjson): the exact type check spares the ABC's isinstance
+        if type(container) is dict:
+            return container.get(name)
         return container.get(name) if isinstance(container, Mapping) else None
 
     return nested
+
+
+def _member(container: Any, name: str) -> Any:
+    if type(container) is dict:
+        return container.get(name)
+    return container.get(name) if isinstance(container, Mapping) else None
 
 
 def compile_reader(metric: Metric) -> Reader:
@@ -128,6 +139,12 @@ class CompiledMetric:
     windows: tuple[Window, ...]
     scope: Getter | None = None  # co_occurrence: the field whose value groups the items
     stagger: Window | None = None  # the stagger window of a stagger metric (its only window)
+    # (ops, event, event time, watermark, late) -> None: the entry's whole per-event work, compiled
+    sink: Sink | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.sink is None:
+            object.__setattr__(self, "sink", compile_sink(self))
 
     @property
     def name(self) -> str:
@@ -213,43 +230,44 @@ class ViewOps:
     ) -> set[str]:
         """Add one event's updates of these metrics; returns the windows it was too late for."""
         late: set[str] = set()
-        buckets: dict[int, tuple[int, int, bool]] = {}  # size -> (start, end, closed), once per event
-        counts, expiries = self.counts, self.expiry
         for cm in metrics:
-            contributions = cm.read(event, ts)
-            if not contributions:
-                continue
-            aggregate = cm.metric.aggregate
-            if cm.stagger is not None:
-                if not self._stagger(cm, cm.stagger, contributions, ts, watermark):
-                    late.add(cm.stagger.label)
-                continue
-            for window in cm.windows:
-                size = window.size_s
-                if size:
-                    found = buckets.get(size)
-                    if found is None:
-                        start = int(ts // size) * size
-                        found = buckets[size] = (start, start + size, start + size <= watermark)
-                    start, end, closed = found
-                    if closed:
-                        late.add(window.label)
-                        continue
-                    base = f"{window.base}:{start}"
-                    expiry = end + window.retention_s
-                else:
-                    base, expiry = window.base, -window.retention_s
-                for key_parts, value, weight in contributions:
-                    key = base + ":" + ":".join(key_parts) if key_parts else base
-                    if aggregate == "count":
-                        counts[key] = counts.get(key, 0) + 1
-                        expiries[key] = expiry
-                    elif aggregate == "co_occurrence":
-                        self._co_occurs(cm, window, event, key, key_parts, value, expiry, size and start)
-                    else:
-                        expiries[key] = expiry
-                        self._update(aggregate, cm, key, value, weight, ts)
+            cm.sink(self, event, ts, watermark, late)  # type: ignore[misc]
         return late
+
+    def _windows(
+        self,
+        cm: CompiledMetric,
+        contributions: list[tuple[tuple[str, ...], Any, float]],
+        event: Mapping[str, Any],
+        ts: float,
+        watermark: float,
+        late: set[str],
+    ) -> None:
+        """The general path (explode, where, weight, co_occurrence): every contribution, every window."""
+        aggregate = cm.metric.aggregate
+        counts, expiries = self.counts, self.expiry
+        for window in cm.windows:
+            size = window.size_s
+            start = 0
+            if size:
+                start = int(ts // size) * size
+                if start + size <= watermark:
+                    late.add(window.label)
+                    continue
+                base = f"{window.base}:{start}"
+                expiry = start + size + window.retention_s
+            else:
+                base, expiry = window.base, -window.retention_s
+            for key_parts, value, weight in contributions:
+                key = base + ":" + ":".join(key_parts) if key_parts else base
+                if aggregate == "count":
+                    counts[key] = counts.get(key, 0) + 1
+                    expiries[key] = expiry
+                elif aggregate == "co_occurrence":
+                    self._co_occurs(cm, window, event, key, key_parts, value, expiry, start)
+                else:
+                    expiries[key] = expiry
+                    self._update(aggregate, cm, key, value, weight, ts)
 
     def _stagger(
         self,
@@ -364,6 +382,203 @@ class ViewOps:
             flat = [x for start in opened for x in (str(start), format_start(start))]
             ops += [["zadd", index, expireat, str(floor), *chunk] for chunk in _chunks(flat)]
         return ops
+
+
+# --- the compiled per-event path ------------------------------------------------------------------
+# Each aggregate's update of one key, as ``ViewOps._update`` (and the count branch of
+# ``ViewOps._windows``) would do it, chosen once per entry instead of once per contribution.
+def _count(ops: ViewOps, key: str, _value: Any, _weight: float, _ts: float, expiry: int) -> None:
+    counts = ops.counts
+    counts[key] = counts.get(key, 0) + 1
+    ops.expiry[key] = expiry
+
+
+def _sum(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    sums = ops.sums
+    sums[key] = sums.get(key, 0.0) + value
+
+
+def _distinct(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    members = ops.distinct.get(key)
+    if members is None:
+        members = ops.distinct[key] = set()
+    members.add(value if type(value) is str else str(value))
+
+
+def _top_k(ops: ViewOps, key: str, value: Any, weight: float, _ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    ranks = ops.ranks.get(key)
+    if ranks is None:
+        ranks = ops.ranks[key] = {}
+    member = value if type(value) is str else str(value)
+    ranks[member] = ranks.get(member, 0.0) + weight
+
+
+def _last_n(n: int) -> Update:
+    def update(ops: ViewOps, key: str, value: Any, _weight: float, ts: float, expiry: int) -> None:
+        ops.expiry[key] = expiry
+        entry = ops.recents.get(key)
+        if entry is None:
+            entry = ops.recents[key] = (n, {})
+        recent = entry[1]
+        member = value if type(value) is str else str(value)
+        if recent.get(member, float("-inf")) < ts:
+            recent[member] = ts
+
+    return update
+
+
+def _number(value: Any) -> bool:
+    kind = type(value)
+    return kind is float or kind is int or is_number(value)
+
+
+def _min(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    if not _number(value):
+        return
+    mins = ops.mins
+    stored = mins.get(key)
+    if stored is None or value < stored:
+        mins[key] = float(value)
+
+
+def _max(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    if not _number(value):
+        return
+    maxs = ops.maxs
+    stored = maxs.get(key)
+    if stored is None or value > stored:
+        maxs[key] = float(value)
+
+
+def _last(ops: ViewOps, key: str, value: Any, _weight: float, ts: float, expiry: int) -> None:
+    ops.expiry[key] = expiry
+    if not _number(value):
+        return
+    lasts = ops.lasts
+    stored = lasts.get(key)
+    if stored is None or stored[0] <= ts:
+        lasts[key] = (ts, repr(float(value)))
+
+
+def _simple_update(metric: Metric) -> Update | None:
+    aggregate = metric.aggregate
+    if aggregate == "last_n":
+        return _last_n(metric.n)
+    return {
+        "count": _count,
+        "sum": _sum,
+        "count_distinct": _distinct,
+        "top_k": _top_k,
+        "min": _min,
+        "max": _max,
+        "last": _last,
+    }.get(aggregate or "")
+
+
+def _key_suffix(paths: list[str]) -> Callable[[Mapping[str, Any]], str | None]:
+    """The ``:by1:by2`` part of an event's keys ("" without ``by``); None if a ``by`` value is missing."""
+    getters = [_getter(p) for p in paths]
+    if not getters:
+        return lambda _event: ""
+    if len(getters) == 1:
+        (get,) = getters
+
+        def one(event: Mapping[str, Any]) -> str | None:
+            value = get(event, None)
+            if value is None:
+                return None
+            return ":" + (value if type(value) is str else str(value))
+
+        return one
+
+    def many(event: Mapping[str, Any]) -> str | None:
+        values = [get(event, None) for get in getters]
+        if None in values:
+            return None
+        return ":" + ":".join(v if type(v) is str else str(v) for v in values)
+
+    return many
+
+
+def compile_sink(cm: CompiledMetric) -> Sink:
+    """The entry's whole per-event work (filter, key, value, windows, update) as one function.
+
+    Entries of the common shape (no explode, where, weight, stagger or co_occurrence) get a path
+    that builds each key once per window and caches each window's bucket prefix; the others read
+    their contributions and take ``ViewOps``' general path. Both equal ``contributions()`` applied
+    window by window (tests/unit/test_speed_compiler.py).
+    """
+    metric = cm.metric
+    read = cm.read
+    types = frozenset(metric.filter.event_type)
+    update = _simple_update(metric)
+    if (
+        cm.stagger is not None
+        or update is None
+        or metric.explode
+        or metric.filter.where
+        or metric.weight
+        or cm.scope is not None
+    ):
+        stagger = cm.stagger
+
+        def general(
+            ops: ViewOps, event: Mapping[str, Any], ts: float, watermark: float, late: set[str]
+        ) -> None:
+            contributions = read(event, ts)
+            if not contributions:
+                return
+            if stagger is not None:
+                if not ops._stagger(cm, stagger, contributions, ts, watermark):
+                    late.add(stagger.label)
+                return
+            ops._windows(cm, contributions, event, ts, watermark, late)
+
+        return general
+
+    suffix_of = _key_suffix(metric.by)
+    aggregate = metric.aggregate
+    path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
+    value_of = _getter(path) if path and aggregate != "count" else None
+    is_ts = path == "ts"
+    numeric_only = aggregate == "sum"
+    # per window: size (0: lifetime), label, base, retention, and a one-slot cache (start, "base:start",
+    # expiry) replaced whole, so processors sharing the compiled views across threads never see half of it
+    windows = [(w.size_s, w.label, w.base, w.retention_s, [(-1, "", 0)]) for w in cm.windows]
+
+    def simple(ops: ViewOps, event: Mapping[str, Any], ts: float, watermark: float, late: set[str]) -> None:
+        if types and event.get("event_type") not in types:
+            return
+        suffix = suffix_of(event)
+        if suffix is None:
+            return
+        if value_of is None:
+            value: Any = 1
+        else:
+            value = value_of(event, None)
+            if value is None or (numeric_only and not _number(value)):
+                return
+            if is_ts:
+                value = ts
+        for size, label, base, retention, slot in windows:
+            if not size:
+                update(ops, base + suffix, value, 1.0, ts, -retention)
+                continue
+            start = int(ts // size) * size
+            if start + size <= watermark:
+                late.add(label)
+                continue
+            cached = slot[0]
+            if cached[0] != start:
+                cached = slot[0] = (start, f"{base}:{start}", start + size + retention)
+            update(ops, cached[1] + suffix, value, 1.0, ts, cached[2])
+
+    return simple
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
