@@ -292,6 +292,9 @@ class HourCloser:
                 watermark_ms,
                 self.settings.delivery_allowed_lateness_s,
             )
+            if previous and "compaction" in previous:
+                # the hour's compaction history (batch.compaction) outlives late data's new version
+                manifest["compaction"] = previous["compaction"]
             uri = lake.join(self.settings.lake_uri, raw_hour_prefix(hour), MANIFEST_NAME)
             lake.write_bytes(uri, orjson.dumps(manifest, option=orjson.OPT_INDENT_2), self.settings)
             # Files written while this manifest was built bumped the generation: the hour stays dirty.

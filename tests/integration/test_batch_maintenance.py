@@ -25,7 +25,7 @@ from batch.compaction import compact_hours
 from batch.pipeline import process_hours
 from batch.watermark import Watermark
 from ingest.delivery.layout import DataFileName, hour_key, raw_hour_prefix
-from ingest.delivery.manifest import HourState, build_manifest, hour_files, read_manifest
+from ingest.delivery.manifest import HourCloser, HourState, build_manifest, hour_files, read_manifest
 from ingest.delivery.processor import delivery_config
 from ingest.delivery.schema import RAW_SCHEMA
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
@@ -249,6 +249,33 @@ def test_compaction_leaves_alone_what_delivery_may_still_change(
     assert report[third].state == "skipped"
     assert "not in the manifest" in report[third].reason
     assert {h: [f.name for f in data_files(root, h)] for h in (second, third)} == untouched
+
+
+def test_late_data_after_compaction_gets_a_new_version_and_keeps_the_compaction_record(
+    lake: tuple[Path, Settings, list[datetime]],
+) -> None:
+    root, settings, hours = lake
+    hour = hours[0]
+    compact_hours(settings, START, START + 24 * H, START + timedelta(days=1))
+    compacted = read_manifest(settings, hour)
+    assert compacted is not None
+    assert compacted["compaction"]["generation"] == 1
+    # a late record of a new shard lands in the compacted hour; delivery's closer closes it again
+    late = root / raw_hour_prefix(hour) / "part-shardId-000000000009-1-2.parquet"
+    late.write_bytes(data_files(root, hour)[0].read_bytes())
+    state = HourState(_redis(settings), settings.delivery_key_prefix)
+    state.record("shardId-000000000009", None, 0, True, [hour_key(hour)])
+    generation = state.dirty()[hour_key(hour)]
+
+    manifest = HourCloser(settings, state).close_hour(
+        hour_key(hour), generation, int((hour + 2 * H).timestamp() * 1000), START + timedelta(days=2)
+    )
+
+    assert manifest is not None
+    assert manifest["version"] == compacted["version"] + 1  # late data: the batch layer reprocesses
+    assert manifest["compaction"] == compacted["compaction"]  # the hour's history is kept
+    assert late.name in {f["name"] for f in manifest["files"]}
+    assert read_manifest(settings, hour) == manifest
 
 
 def _fail(*_args: Any, **_kwargs: Any) -> None:
