@@ -45,6 +45,9 @@ CHUNK = 100  # records per script call; a batch's chunks are pipelined
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
 # ARGV[1]: JSON {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
 #                counts: {field: n}, ops: [[kind, key, expiry, args...]]}
+# An op's expiry: > 0 EXPIREAT, < 0 EXPIRE -e, 0 none; ``[e]`` (incr, incrf, min, max, last only):
+# the same, but only when the op created the key — the caller knows the key's expiry is set already
+# (a window key's expiry never changes; a sliding one was refreshed recently, see compiler.payload).
 # Returns {1} applied, {0} hwm moved, {-1, event_id} an event_id was seen meanwhile.
 APPLY_LUA = r"""
 local p = cjson.decode(ARGV[1])
@@ -67,23 +70,28 @@ local function expire(key, e)
 end
 for _, op in ipairs(p.ops) do
   local kind, key = op[1], op[2]
+  local created = false  -- the op made the key: counters, sums, min/max and last can tell for free
   if kind == 'incr' then
-    redis.call('INCRBY', key, op[4])
+    created = redis.call('INCRBY', key, op[4]) == op[4]
   elseif kind == 'incrf' then
     -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
     -- 15 significant digits are exact for a double and drop the binary noise (427.03, not ...03000000000003).
-    local sum = (tonumber(redis.call('GET', key)) or 0) + tonumber(op[4])
-    redis.call('SET', key, string.format('%.15g', sum))
+    local stored = redis.call('GET', key)  -- and SET ... KEEPTTL below: a plain SET drops the TTL
+    created = not stored
+    local sum = (tonumber(stored) or 0) + tonumber(op[4])
+    redis.call('SET', key, string.format('%.15g', sum), 'KEEPTTL')
   elseif kind == 'pfadd' then
     redis.call('PFADD', key, unpack(op, 4))
   elseif kind == 'min' or kind == 'max' then
     local stored = tonumber(redis.call('GET', key))
     local value = tonumber(op[4])
+    created = not stored
     if not stored or (kind == 'min' and value < stored) or (kind == 'max' and value > stored) then
-      redis.call('SET', key, op[4])
+      redis.call('SET', key, op[4], 'KEEPTTL')
     end
   elseif kind == 'last' then
     local stored = tonumber(redis.call('HGET', key, 't'))
+    created = not stored
     if not stored or stored <= tonumber(op[4]) then
       redis.call('HSET', key, 't', op[4], 'v', op[5])
     end
@@ -114,7 +122,12 @@ for _, op in ipairs(p.ops) do
   elseif kind == 'xadd' then
     redis.call('XADD', key, 'MAXLEN', '~', op[4], '*', unpack(op, 5))
   end
-  expire(key, op[3])
+  local e = op[3]
+  if type(e) == 'table' then  -- {e}: only if the op created the key (its expiry is set already)
+    if created then expire(key, e[1]) end
+  else
+    expire(key, e)
+  end
 end
 redis.call('HSET', p.state, 'hwm', p.hwm, 'maxts', p.maxts)
 for name, n in pairs(p.counts) do

@@ -21,6 +21,7 @@ Getter = Callable[[Mapping[str, Any], Any], Any]
 Reader = Callable[[Mapping[str, Any], float], list[tuple[tuple[str, ...], Any, float]]]
 Sink = Callable[["ViewOps", Mapping[str, Any], float, float, set[str]], None]
 Update = Callable[["ViewOps", str, Any, float, float, int], None]
+MAX_REFRESH_S = 86400  # a sliding TTL is refreshed at most this long (or a tenth of it) apart
 MAX_ARGS = 1000  # members per Redis command: Lua's unpack() has a stack limit of ~8000
 
 
@@ -220,6 +221,7 @@ class ViewOps:
     # sorted-set key: (expireat, trim floor in µs, starts), written by the same script call.
     starts: dict[str, list[int]] = field(default_factory=dict)
     opened: dict[str, tuple[int, int, list[int]]] = field(default_factory=dict)
+    refreshing: list[str] = field(default_factory=list)  # sliding keys whose TTL ``payload`` refreshes
 
     def add(self, cm: CompiledMetric, event: Mapping[str, Any], ts: float, watermark: float) -> set[str]:
         """Add one event's updates of one metric; returns the windows it was too late for."""
@@ -358,17 +360,39 @@ class ViewOps:
             entry = self.pairs[scope_key] = (item_prefix, expiry, [])
         entry[2].append(str(item))
 
-    def payload(self) -> list[list[Any]]:
-        """The ops for ``apply.lua``: [kind, key, expiry, args...]."""
+    def payload(self, refreshed: Mapping[str, float] | None = None, now: float = 0.0) -> list[list[Any]]:
+        """The ops for ``apply.lua``: [kind, key, expiry, args...].
+
+        Counters, sums, min/max and last tell in Lua whether they created their key, so their
+        expiry goes as ``[e]``, "only if created", when it needs no refresh: always for a window key
+        (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
+        given its TTL within the last tenth of it (at most a day). The sliding keys whose TTL this
+        payload refreshes are left in ``self.refreshing``, for the caller to record once applied.
+        Most of a batch's Redis calls were these EXPIREs (docs/benchmarks.md, speed).
+        """
         ops: list[list[Any]] = []
         expiry = self.expiry
-        ops += [["incr", k, expiry[k], n] for k, n in self.counts.items()]
-        ops += [["incrf", k, expiry[k], repr(v)] for k, v in self.sums.items()]
+        refreshing = self.refreshing = []
+        known = refreshed if refreshed is not None else {}
+
+        def once(k: str) -> Any:
+            e = expiry[k]
+            if e > 0:
+                return [e]
+            if e < 0:
+                last = known.get(k)
+                if last is not None and now - last < min(-e / 10, MAX_REFRESH_S):
+                    return [e]
+                refreshing.append(k)
+            return e
+
+        ops += [["incr", k, once(k), n] for k, n in self.counts.items()]
+        ops += [["incrf", k, once(k), repr(v)] for k, v in self.sums.items()]
         for k, members in self.distinct.items():
             ops += [["pfadd", k, expiry[k], *chunk] for chunk in _chunks(sorted(members))]
-        ops += [["min", k, expiry[k], repr(v)] for k, v in self.mins.items()]
-        ops += [["max", k, expiry[k], repr(v)] for k, v in self.maxs.items()]
-        ops += [["last", k, expiry[k], repr(t), v] for k, (t, v) in self.lasts.items()]
+        ops += [["min", k, once(k), repr(v)] for k, v in self.mins.items()]
+        ops += [["max", k, once(k), repr(v)] for k, v in self.maxs.items()]
+        ops += [["last", k, once(k), repr(t), v] for k, (t, v) in self.lasts.items()]
         for k, ranks in self.ranks.items():
             flat = [x for member, w in ranks.items() for x in (repr(w), member)]
             ops += [["zincr", k, expiry[k], *chunk] for chunk in _chunks(flat)]

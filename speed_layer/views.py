@@ -16,6 +16,7 @@ stagger key always holds the partition key (catalogue rule), so one shard, and o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,11 +29,19 @@ from speed_layer.keys import SpeedKeys
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
 
+REFRESHED_MAX_KEYS = 500_000  # sliding keys remembered per processor (≈60 MB at most)
+
 
 class ViewsBatch:
-    def __init__(self, views: CompiledViews, starts: dict[str, list[int]] | None = None) -> None:
+    def __init__(
+        self,
+        views: CompiledViews,
+        starts: dict[str, list[int]] | None = None,
+        refreshed: dict[str, float] | None = None,
+    ) -> None:
         self.views = views
         self.starts = starts if starts is not None else {}
+        self.refreshed = refreshed  # sliding key -> when its TTL was last refreshed (applied chunks only)
         self.collected = ViewOps(starts=self.starts)
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
@@ -42,10 +51,12 @@ class ViewsBatch:
             self.views.for_type(event.get("event_type")), event, parsed.ts, watermark
         )
 
-    def drain(self) -> tuple[list[list[Any]], None]:
-        ops = self.collected.payload()
+    def drain(self) -> tuple[list[list[Any]], tuple[float, list[str]]]:
+        now = time.time()
+        ops = self.collected.payload(self.refreshed, now)
+        note = (now, self.collected.refreshing)
         self.collected = ViewOps(starts=self.starts)
-        return ops, None
+        return ops, note
 
 
 def load_starts(redis: Any, views: CompiledViews, fresh: list[ParsedRecord]) -> dict[str, list[int]]:
@@ -101,10 +112,23 @@ class ViewsProcessor(EffectivelyOnceProcessor):
     ) -> None:
         super().__init__(settings, redis, metrics, stream)
         self.views = shared or compiled_views(settings)
+        self.refreshed: dict[str, float] = {}
 
     @classmethod
     def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> CompiledViews:
         return compiled_views(settings)
 
     def builder(self, fresh: list[ParsedRecord]) -> ViewsBatch:
-        return ViewsBatch(self.views, load_starts(self.redis, self.views, fresh))
+        return ViewsBatch(self.views, load_starts(self.redis, self.views, fresh), self.refreshed)
+
+    def committed(self, note: Any) -> None:
+        """A chunk is applied: the sliding TTLs it refreshed need no refresh for a while."""
+        now, keys = note
+        if len(self.refreshed) + len(keys) > REFRESHED_MAX_KEYS:
+            self.refreshed.clear()  # bounded memory: the next chunks refresh again, which is safe
+        for key in keys:
+            self.refreshed[key] = now
+
+    def initialize(self, shard_id: str, start_position: Any) -> None:
+        super().initialize(shard_id, start_position)
+        self.refreshed.clear()  # a new lease: the keys may have been written by another worker

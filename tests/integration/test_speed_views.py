@@ -255,3 +255,30 @@ def test_a_zombie_with_a_stale_state_cannot_apply_a_record_twice(engines: Settin
     # per shard: the zombie's stale state conflicts once, then the heir's (the zombie moved it)
     assert metrics.conflicts.labels("views")._value.get() == 2 * len(shards)
     assert_views_equal_truth(settings, client, truth_for(shards, emitted))
+
+
+def test_every_view_key_keeps_a_ttl_even_when_deleted_and_recreated_under_a_processor(
+    engines: Settings,
+) -> None:
+    """Expiries are sent "only if created" for keys whose TTL is set already (window keys, sliding
+    keys refreshed recently): a key deleted behind the processor's back must still get its TTL back."""
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(3000, seed=13, late_rate=0.0, malformed_rate=0.0)
+    shards = in_memory_records(emitted)
+    processor = ViewsProcessor(settings, client, SpeedMetrics())
+    halves = {shard: (r[: len(r) // 2], r[len(r) // 2 :]) for shard, r in shards.items()}
+    run_in_memory(processor, {shard: first for shard, (first, _) in halves.items()})
+    assert processor.refreshed  # sliding keys this processor refreshed: next time "only if created"
+    views = list(client.scan_iter(match=f"{settings.speed_key_prefix}:v:*", count=1000))
+    client.delete(*views)  # e.g. an operator clearing the views, or the serving layer's retention
+    run_in_memory(processor, {shard: second for shard, (_, second) in halves.items()})
+
+    keys = list(client.scan_iter(match=f"{settings.speed_key_prefix}:v:*", count=1000))
+    assert any(b":lifetime:" in k for k in keys)
+    assert any(b":1m:" in k for k in keys)
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    no_ttl = [k for k, ttl in zip(keys, pipe.execute(), strict=True) if ttl < 0]
+    assert no_ttl == []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pytest
 
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
-from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue
+from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue, parse_duration
 from lambdalake.metrics.evaluate import contributions, event_time_s
 from lambdalake.stream.bus import StreamRecord
 from speed_layer.compiler import MAX_ARGS, ViewOps, compile_reader, compile_views
@@ -139,7 +140,35 @@ def test_a_batch_is_aggregated_per_key_and_serialised_for_the_script() -> None:
     assert cooc[3] == "t:v:co_viewed_products:lifetime:"
     assert cooc[5:] == ["P1", "P2", "P1", "P3", "P1"]
     (count,) = [op for op in payload if op[1] == f"t:v:product_views:1m:{minute}"]
-    assert count == ["incr", f"t:v:product_views:1m:{minute}", minute + 60 + 2 * 86400, 5]
+    # a window key's expiry never changes: set only by the op that creates the key
+    assert count == ["incr", f"t:v:product_views:1m:{minute}", [minute + 60 + 2 * 86400], 5]
+
+
+def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_ttls_only_on_creation() -> None:
+    views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
+    (user_events,) = [c for c in views.metrics if c.name == "user_events"]
+    (page_views,) = [c for c in views.metrics if c.name == "page_views"]
+    event = _event("page_view", "2026-01-01T10:00:00Z", path="/")
+    ts = _ts("2026-01-01T10:00:00+00:00")
+    lifetime_key = "t:v:user_events:lifetime:u1"
+
+    def build(refreshed: dict[str, float], now: float) -> tuple[dict[str, Any], list[str]]:
+        ops = ViewOps()
+        ops.add(user_events, event, ts, 0.0)
+        ops.add(page_views, event, ts, 0.0)
+        return {op[1]: op[2] for op in ops.payload(refreshed, now)}, ops.refreshing
+
+    ttl = parse_duration(RETENTION["lifetime"])
+    first, refreshing = build({}, 1000.0)
+    assert first[lifetime_key] == -ttl  # never refreshed by this processor: EXPIRE whatever happens
+    assert refreshing == [lifetime_key]
+    assert all(e == [e[0]] and e[0] > 0 for k, e in first.items() if k != lifetime_key)  # windows
+    soon, refreshing = build({lifetime_key: 1000.0}, 1000.0 + min(ttl / 10, 86400) - 1)
+    assert soon[lifetime_key] == [-ttl]  # refreshed recently: only if this op creates the key
+    assert refreshing == []
+    later, refreshing = build({lifetime_key: 1000.0}, 1000.0 + min(ttl / 10, 86400) + 1)
+    assert later[lifetime_key] == -ttl
+    assert refreshing == [lifetime_key]
 
 
 def test_large_member_lists_are_split_under_luas_unpack_limit() -> None:
