@@ -163,14 +163,22 @@ def register_partitions(settings: Settings, hour: datetime) -> None:
 # --- the whole pipeline over an interval (CLI and backfills) -------------------------------------
 
 
-def _runs(interval: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
-    """Consecutive hours grouped into [start, end) ranges: one Spark pass per range."""
-    out: list[tuple[datetime, datetime]] = []
-    for hour in interval:
-        if out and out[-1][1] == hour:
-            out[-1] = (out[-1][0], hour + HOUR)
-        else:
-            out.append((hour, hour + HOUR))
+def spark_passes(plans: Sequence[HourPlan]) -> list[list[datetime]]:
+    """The hours to process, grouped into Spark passes: a pass runs on over hours that closed with
+    no data (nothing to read or write there), so a sparse history of quiet nights and weekends is a
+    few passes, not one per busy stretch (each pass costs ≈25 s of fixed Spark work). A pass stops at
+    an hour that is up to date or still open: the dedupe lookback reads earlier clean hours only
+    before a pass, so an hour kept as it is must not sit inside one."""
+    out: list[list[datetime]] = []
+    current: list[datetime] = []
+    for plan in sorted(plans, key=lambda p: p.hour):
+        if plan.state == "process":
+            current.append(plan.hour)
+        elif plan.state != "empty" and current:
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
     return out
 
 
@@ -204,8 +212,9 @@ def process_hours(
         from spark_jobs.run import run
 
         session = spark or spark_for(settings)
-        for first, stop in _runs([p.hour for p in todo]):
-            run(session, settings.lake_uri, first, stop, settings, daily=False, progress=progress)
+        for group in spark_passes(plans):
+            lake_uri = settings.lake_uri
+            run(session, lake_uri, group[0], group[-1] + HOUR, settings, progress=progress, hours=group)
         for i in range(0, len(todo), GATE_CHUNK_HOURS):  # each table validated once per chunk
             chunk = todo[i : i + GATE_CHUNK_HOURS]
             gates.gate_clean_hours(settings, {p.hour: p.rows for p in chunk})

@@ -175,10 +175,16 @@ def run(
     settings: Settings,
     daily: bool = False,
     progress: Progress = lambda _msg: None,
+    hours: Sequence[datetime] | None = None,
 ) -> None:
-    """The hourly pipeline (and the daily one for the whole days touched) over [start, end)."""
+    """The hourly pipeline (and the daily one for the whole days touched) over [start, end), or
+    over only ``hours`` of it: the hours between them are neither read nor rewritten (the caller
+    leaves out only hours without data, so dedupe across the gaps loses nothing)."""
     catalogue = load_catalogue(settings.metric_catalogues)
     interval = io.hours(start, end)
+    if hours is not None:
+        wanted = set(hours)
+        interval = [h for h in interval if h in wanted]
     for chunk in chunks(interval, settings.batch_hours_per_job):
         progress(f"clean {chunk[0]:%Y-%m-%dT%H} .. {chunk[-1]:%Y-%m-%dT%H} ({len(chunk)} hours)")
         clean_hours(spark, lake_uri, chunk, settings.batch_dedupe_lookback_hours)

@@ -225,3 +225,15 @@ def test_compacted_manifest_keeps_its_version_and_recounts_rows() -> None:
         2026, 1, 2, 3, 4, 5, tzinfo=UTC
     )
     assert trash_at("file:///l/raw/_compacted/x.parquet") is None
+
+
+def test_spark_passes_run_on_over_empty_hours_and_stop_at_kept_or_open_ones() -> None:
+    from batch.pipeline import HourPlan, spark_passes
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    states = ["process", "empty", "empty", "process", "current", "process", "empty", "open", "process"]
+    plans = [HourPlan(t0 + timedelta(hours=i), state) for i, state in enumerate(states)]
+    hour = [p.hour for p in plans]
+    # quiet hours inside a pass are skipped, not a reason for a new pass; a published or open hour is
+    assert spark_passes(list(reversed(plans))) == [[hour[0], hour[3]], [hour[5]], [hour[8]]]
+    assert spark_passes([HourPlan(t0, "empty"), HourPlan(t0 + timedelta(hours=1), "current")]) == []
