@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "delivery": "bench.delivery:run",
     "warehouse": "bench.warehouse:run",
     "serving": "bench.serving:run",
+    "backfill": "bench.backfill:run",
 }
 
 
