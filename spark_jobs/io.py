@@ -93,13 +93,20 @@ def write_partitions(
     replaced: Iterable[str],
     order_by: Sequence[str],
 ) -> None:
-    """Replace the ``replaced`` partition URIs by the frame's rows: one file per partition, sorted."""
+    """Replace the ``replaced`` partition URIs by the frame's rows: one file per partition, sorted.
+
+    Dynamic partition overwrite stages the job's files under a directory of its own
+    (``.spark-staging-<job>``) and moves each written partition into place, so jobs writing other
+    partitions of the same table at the same time (concurrent DAG runs of different hours) do not
+    share, and delete, each other's ``_temporary`` directory. Partitions of ``replaced`` the frame
+    has no rows for are deleted first (an hour that became empty)."""
     spark = frame.sparkSession
     delete(spark, replaced)
     (
         frame.repartition(*partition_by)
         .sortWithinPartitions(*partition_by, *order_by)
-        .write.mode("append")
+        .write.mode("overwrite")
+        .option("partitionOverwriteMode", "dynamic")  # never the whole table: only what is written
         .partitionBy(*partition_by)
         .parquet(uri)
     )
