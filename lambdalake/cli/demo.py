@@ -97,9 +97,10 @@ def demo(
         typer.echo(f"    serving    {_dashboard_url(settings)}   log {services[-1].log_path}")
 
         step("sending the sample through the collector")
-        _send(sample)
+        before = _processed(settings)
+        accepted = _send(sample)
         typer.echo("    waiting for the speed layer to catch up ...")
-        _wait_for_views(settings)
+        _wait_for_views(settings, target=before + accepted)
         _show_views(settings)
         _show_lake(settings)
 
@@ -269,10 +270,11 @@ def _write_reference(settings: Settings, seed: int, generator: Any = None) -> No
     lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
 
 
-def _send(sample: Path) -> None:
+def _send(sample: Path) -> int:
+    """Send the sample through the collector; the number of events it accepted onto the stream."""
     from lambdalake.cli.send import send
 
-    send(
+    report = send(
         file=str(sample),
         endpoint=None,
         write_key=None,
@@ -281,6 +283,7 @@ def _send(sample: Path) -> None:
         progress=True,
         as_json=False,
     )
+    return int(report.accepted)
 
 
 def _redis(settings: Settings) -> Any:
@@ -296,19 +299,27 @@ def _processed(settings: Settings) -> int:
     return sum(int(stats.get(field, 0)) for field in (b"applied", b"duplicates", b"invalid"))
 
 
-def _wait_for_views(settings: Settings, quiet_s: float = 3.0, timeout_s: float = 120.0) -> None:
-    """Until the views group has processed something and its count has not moved for ``quiet_s``."""
+def _wait_for_views(
+    settings: Settings, target: int | None = None, quiet_s: float = 3.0, timeout_s: float = 300.0
+) -> None:
+    """Until the views group has processed ``target`` records (every record the sample put on the
+    stream: applied, duplicate or invalid), or, without a target, until its count has not moved for
+    ``quiet_s`` (a busy machine can stall a consumer for seconds: a target does not stop early)."""
     deadline = time.monotonic() + timeout_s
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         count = _processed(settings)
+        if target is not None and count >= target:
+            typer.echo(f"    views caught up: {count:,} records processed")
+            return
         if count != last:
             last, since = count, time.monotonic()
-        elif count > 0 and time.monotonic() - since >= quiet_s:
+        elif target is None and count > 0 and time.monotonic() - since >= quiet_s:
             typer.echo(f"    views caught up: {count:,} records processed")
             return
         time.sleep(0.5)
-    typer.echo(f"    views still busy after {timeout_s:.0f}s ({last:,} records so far); showing them anyway")
+    wanted = f" of {target:,}" if target is not None else ""
+    typer.echo(f"    views still busy after {timeout_s:.0f}s ({last:,}{wanted} records so far); showing them")
 
 
 def _show_views(settings: Settings) -> None:

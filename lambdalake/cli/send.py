@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 
@@ -33,7 +33,7 @@ def send(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
-) -> None:
+) -> Any:
     """Send every line to the collector; print accepted/rejected counts. Exits 1 if any were not sent."""
     from ingest.producer import default_endpoint
     from ingest.send import Sender, read_items
@@ -80,6 +80,7 @@ def send(
             typer.secho(f"error: {report.failure}", err=True, fg=typer.colors.RED)
     if not report.ok:
         raise typer.Exit(1)
+    return report  # for callers in Python (the demo waits for the speed layer to apply them all)
 
 
 def _open(file: str) -> tuple[BinaryIO, int | None]:
