@@ -205,10 +205,32 @@ def _truth(valid: Path, first_hour: datetime, hours: int) -> dict[str, dict[date
     return truth
 
 
-def _close(served: float | None, expected: float | None, rel: float) -> bool:
+def _close(served: float | None, expected: float | None, rel: float, absolute: float = 1e-6) -> bool:
     if expected in (None, 0.0) or served is None:
         return (served or 0.0) == (expected or 0.0)
-    return math.isclose(served, expected, rel_tol=rel, abs_tol=1e-6)
+    return math.isclose(served, expected, rel_tol=rel, abs_tol=absolute)
+
+
+def _approximately(metric: str, served: float | None, truth: dict[str, float | None]) -> bool:
+    """A HyperLogLog count within 2%, or within one of the truth: at a few dozen items one pair of
+    items sharing a register (≈1% of the time at 16 items) makes the estimate one short. A rate of two
+    such counts within what the counts' error allows."""
+    if metric == "cart_abandonment_rate":
+        carts, purchases = truth["cart_sessions"], truth["purchase_sessions"]
+        if served is None or not carts:
+            return _close(served, truth[metric], 0.02)
+        rates = [
+            1 - (purchases or 0) * (1 + dp) / max(1.0, carts * (1 + dc))
+            for dp in (-0.02, 0.02)
+            for dc in (-0.02, 0.02)
+        ] + [
+            1 - ((purchases or 0) + dp) / (carts + dc)
+            for dp in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+            if carts + dc > 0
+        ]
+        return min(rates) - 1e-9 <= served <= max(rates) + 1e-9
+    return _close(served, truth[metric], 0.02, absolute=1.0)
 
 
 def test_serving_equals_the_ground_truth_for_every_metric_and_hour(
@@ -256,7 +278,12 @@ def test_serving_equals_the_ground_truth_for_every_metric_and_hour(
                 assert point["source"] == expected_source, (metric, hour, point, watermark)
                 sources.setdefault(hour, set()).add(point["source"])
                 exact = point["source"] == "batch" or metric not in APPROXIMATE
-                if not _close(point["value"], truth[metric][hour], 1e-9 if exact else 0.02):
+                at_hour = {name: values[hour] for name, values in truth.items()}
+                if not (
+                    _close(point["value"], truth[metric][hour], 1e-9)
+                    if exact
+                    else _approximately(metric, point["value"], at_hour)
+                ):
                     failures.append(
                         (metric, f"{hour:%H:00}", point["source"], point["value"], truth[metric][hour])
                     )
