@@ -620,40 +620,35 @@ def reconciliation_hours(settings: Settings, manifest_rows: Mapping[datetime, in
     )
 
 
-def reconciliation(settings: Settings, hour: datetime, manifest_rows: int) -> TableResult:
-    """The reconciliation of one hour."""
-    return reconciliation_hours(settings, {hour: manifest_rows})[0]
-
-
 # --- the gates the pipeline calls ---------------------------------------------------------------
 
 
 def _conclude(step: str, starts: Sequence[datetime], results: list[TableResult]) -> list[TableResult]:
     first, last = min(starts), max(starts)
-    when = f"{first:%Y-%m-%dT%H}" if len(starts) == 1 else f"{first:%Y-%m-%dT%H}..{last:%Y-%m-%dT%H}"
+    many = len(starts) > 1
+    when = f"{first:%Y-%m-%dT%H}..{last:%Y-%m-%dT%H}" if many else f"{first:%Y-%m-%dT%H}"
     bad = [r for r in results if not r.success]
     totals: dict[str, list[int]] = {}
     for r in results:
         entry = totals.setdefault(r.suite, [0, 0])
         entry[0] += r.rows
         entry[1] += not r.success
-    many = len(starts) > 1
 
     def state(failed: int) -> str:
         return "ok" if not failed else f"FAILED ({failed} intervals)" if many else "FAILED"
 
     line = ", ".join(f"{suite} {rows} rows {state(failed)}" for suite, (rows, failed) in totals.items())
-    log.info("gate %s %s%s: %s", step, when, f" ({len(starts)} hours)" if len(starts) > 1 else "", line)
+    log.info("gate %s %s%s: %s", step, when, f" ({len(starts)} hours)" if many else "", line)
     if bad:
         failing = sorted({r.start for r in bad if r.start is not None})
         names = ", ".join(f"{h:%Y-%m-%dT%H}" for h in failing)
         detail = "; ".join(
             f"{r.suite}"
-            + (f" {r.start:%Y-%m-%dT%H}" if len(starts) > 1 and r.start is not None else "")
+            + (f" {r.start:%Y-%m-%dT%H}" if many and r.start is not None else "")
             + f": {', '.join(r.failed)} (see {r.uri})"
             for r in bad
         )
-        scope = when if len(starts) == 1 else f"{when}, failing hours {names}"
+        scope = f"{when}, failing hours {names}" if many else when
         raise GateFailed(f"quality gate {step} {scope} failed: {detail}")
     return results
 

@@ -212,8 +212,8 @@ def process_hours(
         from spark_jobs.run import run
 
         session = spark or spark_for(settings)
+        lake_uri = settings.lake_uri
         for group in spark_passes(plans):
-            lake_uri = settings.lake_uri
             run(session, lake_uri, group[0], group[-1] + HOUR, settings, progress=progress, hours=group)
         for i in range(0, len(todo), GATE_CHUNK_HOURS):  # each table validated once per chunk
             chunk = todo[i : i + GATE_CHUNK_HOURS]

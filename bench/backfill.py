@@ -178,15 +178,7 @@ def deliver(settings: Settings, records: list[StreamRecord]) -> tuple[int, int]:
 
 def write_reference(settings: Settings, hours: int) -> None:
     """The products and promos CSVs of the generator that wrote the history."""
-    from lambdalake import lake
-    from lambdalake.lake import REFERENCE_PRODUCTS, REFERENCE_PROMOS
-
-    generator = ClickstreamGenerator(_config(hours, EVENTS_PER_HOUR, START))
-    for path, data in (
-        (REFERENCE_PRODUCTS, generator.products_csv()),
-        (REFERENCE_PROMOS, generator.promos_csv()),
-    ):
-        lake.write_bytes(lake.join(settings.lake_uri, path), data, settings)
+    ClickstreamGenerator(_config(hours, EVENTS_PER_HOUR, START)).write_reference(settings)
 
 
 def _step(progress: Callable[[str], None], started: float) -> Callable[[str], None]:

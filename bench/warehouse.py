@@ -19,7 +19,6 @@ from typing import Any
 
 import duckdb
 
-from lambdalake import lake
 from lambdalake.settings import Settings
 from warehouse.tables import lake_tables
 
@@ -193,10 +192,7 @@ def build_lake(
         malformed_rate=0.0,
     )
     generator = ClickstreamGenerator(config)
-    lake.write_bytes(
-        lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
-    )
-    lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
+    generator.write_reference(settings)
     with tempfile.TemporaryDirectory() as scratch:
         ndjson = Path(scratch) / "events.ndjson"
         progress(f"generating {events:,} events from {start:%Y-%m-%d}")

@@ -26,9 +26,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+
+if TYPE_CHECKING:
+    from lambdalake.settings import Settings
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 CATEGORIES: dict[str, tuple[float, float]] = {
@@ -225,6 +228,14 @@ class ClickstreamGenerator:
         for p in self.promos:
             writer.writerow([p.promo_code, p.discount_pct, p.category or "", p.valid_from, p.valid_to])
         return out.getvalue().encode()
+
+    def write_reference(self, settings: Settings) -> None:
+        """Products and promos in the lake's reference zone (what orders and enrichment join with)."""
+        from lambdalake import lake
+
+        files = ((lake.REFERENCE_PRODUCTS, self.products_csv()), (lake.REFERENCE_PROMOS, self.promos_csv()))
+        for path, data in files:
+            lake.write_bytes(lake.join(settings.lake_uri, path), data, settings)
 
     # --- events -------------------------------------------------------------------------------
     def _uuid(self) -> str:

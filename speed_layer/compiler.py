@@ -36,16 +36,13 @@ def _getter(path: str) -> Getter:
         return lambda _event, item: _member(item, name)
 
     def nested(event: Mapping[str, Any], _item: Any) -> Any:
-        container = event.get(head)
-        # events are dicts (orjson): the exact type check spares the ABC's isinstance
-        if type(container) is dict:
-            return container.get(name)
-        return container.get(name) if isinstance(container, Mapping) else None
+        return _member(event.get(head), name)
 
     return nested
 
 
 def _member(container: Any, name: str) -> Any:
+    # events are dicts (orjson): the exact type check spares the ABC's isinstance
     if type(container) is dict:
         return container.get(name)
     return container.get(name) if isinstance(container, Mapping) else None

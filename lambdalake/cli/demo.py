@@ -261,13 +261,8 @@ def _has_reference(settings: Settings) -> bool:
 def _write_reference(settings: Settings, seed: int, generator: Any = None) -> None:
     """Products and promos in the lake's reference zone (the generator's catalogue)."""
     from ingest.generator import ClickstreamGenerator, GeneratorConfig
-    from lambdalake import lake
 
-    generator = generator or ClickstreamGenerator(GeneratorConfig(events=0, seed=seed))
-    lake.write_bytes(
-        lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
-    )
-    lake.write_bytes(lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings)
+    (generator or ClickstreamGenerator(GeneratorConfig(events=0, seed=seed))).write_reference(settings)
 
 
 def _send(sample: Path) -> int:
@@ -299,27 +294,22 @@ def _processed(settings: Settings) -> int:
     return sum(int(stats.get(field, 0)) for field in (b"applied", b"duplicates", b"invalid"))
 
 
-def _wait_for_views(
-    settings: Settings, target: int | None = None, quiet_s: float = 3.0, timeout_s: float = 300.0
-) -> None:
+def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -> None:
     """Until the views group has processed ``target`` records (every record the sample put on the
-    stream: applied, duplicate or invalid), or, without a target, until its count has not moved for
-    ``quiet_s`` (a busy machine can stall a consumer for seconds: a target does not stop early)."""
+    stream: applied, duplicate or invalid). Not "until the count stands still": a busy machine can
+    stall a consumer for seconds."""
     deadline = time.monotonic() + timeout_s
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = _processed(settings)
-        if target is not None and count >= target:
-            typer.echo(f"    views caught up: {count:,} records processed")
-            return
-        if count != last:
-            last, since = count, time.monotonic()
-        elif target is None and count > 0 and time.monotonic() - since >= quiet_s:
-            typer.echo(f"    views caught up: {count:,} records processed")
+    count = _processed(settings)
+    while count < target:
+        if time.monotonic() > deadline:
+            typer.echo(
+                f"    views still busy after {timeout_s:.0f}s ({count:,} of {target:,} records so far); "
+                "showing them"
+            )
             return
         time.sleep(0.5)
-    wanted = f" of {target:,}" if target is not None else ""
-    typer.echo(f"    views still busy after {timeout_s:.0f}s ({last:,}{wanted} records so far); showing them")
+        count = _processed(settings)
+    typer.echo(f"    views caught up: {count:,} records processed")
 
 
 def _show_views(settings: Settings) -> None:

@@ -71,12 +71,7 @@ def generate(
     generator = ClickstreamGenerator(config)
     settings = get_settings()
     if reference:
-        lake.write_bytes(
-            lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS), generator.products_csv(), settings
-        )
-        lake.write_bytes(
-            lake.join(settings.lake_uri, lake.REFERENCE_PROMOS), generator.promos_csv(), settings
-        )
+        generator.write_reference(settings)
         typer.echo(f"reference data: {lake.join(settings.lake_uri, 'reference')}", err=True)
 
     sink = sys.stdout.buffer if out == "-" else Path(out).open("wb")  # noqa: SIM115 - closed below
