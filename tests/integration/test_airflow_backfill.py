@@ -22,6 +22,7 @@ from lambdalake.cli.airflow import airflow_env
 from lambdalake.local.process import ServiceProcess, settings_environment
 from lambdalake.settings import Settings
 from tests.conftest import free_port
+from tests.integration.test_airflow_local import admin_headers, airflow_ready
 from tests.integration.test_spark_pipeline import START, write_raw_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,13 +33,6 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 # Local Airflow keeps its metadata in SQLite, where creating a backfill is refused ("Database is
 # locked", 503) while the scheduler writes: the UI's user clicks again, the test retries.
 LOCKED_RETRIES = 10
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/api/v2/version", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _runs(base: str, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -90,15 +84,10 @@ def test_backfills_from_the_api_and_the_cli_publish_every_hour(engines: Settings
         }
     )
     base = f"http://127.0.0.1:{settings.airflow_port}"
-    service = ServiceProcess(settings, ["airflow"], name="airflow", ready=lambda: _ready(base))
+    service = ServiceProcess(settings, ["airflow"], name="airflow", ready=lambda: airflow_ready(base))
     service.start(timeout_s=240)
     try:
-        token = httpx.post(
-            f"{base}/auth/token",
-            json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
-            timeout=30,
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = admin_headers(settings, base)
         deadline = time.monotonic() + 120
         while httpx.get(f"{base}/api/v2/dags/{DAG}", headers=headers, timeout=30).status_code != 200:
             assert time.monotonic() < deadline, "the DAG processor never parsed the hourly DAG"

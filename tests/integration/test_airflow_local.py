@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from lambdalake.local.process import ServiceProcess
+from lambdalake.settings import Settings
 from tests.conftest import free_port, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,26 +53,33 @@ def _listening(pids: list[int]) -> list[tuple[str, int]]:
     return found
 
 
+def airflow_ready(base: str) -> bool:
+    """Local Airflow's API server answers."""
+    try:
+        return httpx.get(f"{base}/api/v2/version", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def admin_headers(settings: Settings, base: str) -> dict[str, str]:
+    """The printed admin login, as the API's bearer token."""
+    token = httpx.post(
+        f"{base}/auth/token",
+        json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
+        timeout=30,
+    ).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_local_airflow_serves_the_dags_on_loopback_only_and_stops_cleanly(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, airflow_port=free_port())
     base = f"http://127.0.0.1:{settings.airflow_port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/api/v2/version", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    service = ServiceProcess(settings, ["airflow"], name="airflow", ready=ready).start(timeout_s=240)
+    service = ServiceProcess(settings, ["airflow"], name="airflow", ready=lambda: airflow_ready(base))
+    service.start(timeout_s=240)
     assert service.proc is not None
     pgid = service.proc.pid
     try:
-        token = httpx.post(
-            f"{base}/auth/token",
-            json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
-            timeout=30,
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = admin_headers(settings, base)
         deadline, dags = time.monotonic() + 120, {}
         while time.monotonic() < deadline and set(dags) != DAG_IDS:  # the DAG processor's first pass
             listed = httpx.get(f"{base}/api/v2/dags", headers=headers, timeout=30).json()["dags"]
