@@ -143,7 +143,7 @@ class AlertsBatch:
 class AlertsProcessor(EffectivelyOnceProcessor):
     group = "alerts"
 
-    def builder(self, fresh: list[ParsedRecord]) -> AlertsBatch:
+    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> AlertsBatch:
         return AlertsBatch(self, fresh)
 
     def committed(self, note: Any) -> None:

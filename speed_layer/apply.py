@@ -23,7 +23,7 @@ runtime's checkpoint is only where reading restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,11 +43,15 @@ SEEN_CHUNK = 1000
 CHUNK = 100  # records per script call; a batch's chunks are pipelined
 
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
-# ARGV[1]: JSON {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
-#                counts: {field: n}, ops: [[kind, key, expiry, args...]]}
-# An op's expiry: > 0 EXPIREAT, < 0 EXPIRE -e, 0 none; ``[e]`` (incr, incrf, min, max, last only):
-# the same, but only when the op created the key — the caller knows the key's expiry is set already
-# (a window key's expiry never changes; a sliding one was refreshed recently, see compiler.payload).
+# ARGV[1]: JSON
+#   {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
+#    counts: {field: n}, ops: [[kind, key, expiry, args...]]}
+# An op's expiry: > 0 EXPIREAT, < 0 EXPIRE -e, 0 none; ``[e]`` (not for cooc, hset, zadd, xadd):
+# the same, but only when the op may have created the key — the caller knows the key's expiry is set
+# already (a window key's expiry never changes; a sliding one was refreshed recently, see
+# compiler.payload). "May have": counters, sums, min/max and last know; zincr, pfadd and lastn
+# tell from their first reply, which can say "created" for a key that existed (an extra expiry,
+# harmless) but never the reverse.
 # Returns {1} applied, {0} hwm moved, {-1, event_id} an event_id was seen meanwhile.
 APPLY_LUA = r"""
 local p = cjson.decode(ARGV[1])
@@ -81,14 +85,16 @@ for _, op in ipairs(p.ops) do
     local sum = (tonumber(stored) or 0) + tonumber(op[4])
     redis.call('SET', key, string.format('%.15g', sum), 'KEEPTTL')
   elseif kind == 'pfadd' then
-    redis.call('PFADD', key, unpack(op, 4))
-  elseif kind == 'min' or kind == 'max' then
-    local stored = tonumber(redis.call('GET', key))
-    local value = tonumber(op[4])
+    created = redis.call('PFADD', key, unpack(op, 4)) == 1  -- 1 whenever it creates the key
+  elseif kind == 'max' then
+    -- one call when the value grows (event times mostly do), a second to put a greater one back
+    local stored = redis.call('SET', key, op[4], 'KEEPTTL', 'GET')
     created = not stored
-    if not stored or (kind == 'min' and value < stored) or (kind == 'max' and value > stored) then
-      redis.call('SET', key, op[4], 'KEEPTTL')
-    end
+    if stored and tonumber(stored) > tonumber(op[4]) then redis.call('SET', key, stored, 'KEEPTTL') end
+  elseif kind == 'min' then
+    local stored = tonumber(redis.call('GET', key))
+    created = not stored
+    if not stored or tonumber(op[4]) < stored then redis.call('SET', key, op[4], 'KEEPTTL') end
   elseif kind == 'last' then
     local stored = tonumber(redis.call('HGET', key, 't'))
     created = not stored
@@ -96,9 +102,11 @@ for _, op in ipairs(p.ops) do
       redis.call('HSET', key, 't', op[4], 'v', op[5])
     end
   elseif kind == 'zincr' then
-    for i = 4, #op, 2 do redis.call('ZINCRBY', key, op[i], op[i + 1]) end
+    -- a key this op creates gets its first member new: the first score equals its increment
+    created = tonumber(redis.call('ZINCRBY', key, op[4], op[5])) == tonumber(op[4])
+    for i = 6, #op, 2 do redis.call('ZINCRBY', key, op[i], op[i + 1]) end
   elseif kind == 'lastn' then
-    redis.call('ZADD', key, 'GT', unpack(op, 5))
+    created = redis.call('ZADD', key, 'GT', unpack(op, 5)) > 0  -- members added: > 0 if created
     redis.call('ZREMRANGEBYRANK', key, 0, -(op[4] + 1))
   elseif kind == 'cooc' then
     local prefix, item_expiry = op[4], op[5]
@@ -107,8 +115,10 @@ for _, op in ipairs(p.ops) do
       if redis.call('SISMEMBER', key, item) == 0 then
         for _, other in ipairs(redis.call('SMEMBERS', key)) do
           redis.call('ZINCRBY', prefix .. item, 1, other)
-          redis.call('ZINCRBY', prefix .. other, 1, item)
-          expire(prefix .. other, item_expiry)
+          -- the other item's set had its expiry from its own view; a first pair may create it
+          if redis.call('ZINCRBY', prefix .. other, 1, item) == '1' then
+            expire(prefix .. other, item_expiry)
+          end
         end
         redis.call('SADD', key, item)
         expire(prefix .. item, item_expiry)
@@ -207,8 +217,13 @@ class EffectivelyOnceProcessor:
         self.sha = redis.script_load(APPLY_LUA)
         self._states: dict[str, ShardState] = {}
 
-    def builder(self, fresh: list[ParsedRecord]) -> BatchBuilder:
+    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> BatchBuilder:
         raise NotImplementedError
+
+    def prefetch(self, fresh: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], Any] | None:
+        """Queue on ``pipe`` the reads the group's builder needs (sent with the batch's dedupe
+        lookup: one round trip); return what turns their replies into ``builder``'s ``prefetched``."""
+        return None
 
     def committed(self, note: Any) -> None:
         """Called once a chunk is durable with what its builder's ``drain`` noted (e.g. alerts raised)."""
@@ -252,24 +267,36 @@ class EffectivelyOnceProcessor:
             self._states[shard_id] = state
         return state
 
-    def seen_already(self, parsed: list[ParsedRecord]) -> set[str]:
+    def seen_already(self, parsed: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], set[str]]:
+        """Queue the lookup of the batch's event_ids in the seen-sets on ``pipe``; return what turns
+        the replies into the set of those seen already."""
         by_hour: dict[int, list[str]] = {}
         for p in parsed:
             if p.event is not None:
                 by_hour.setdefault(int(p.ts // SEEN_BUCKET_S), []).append(p.event["event_id"])
-        if not by_hour:
-            return set()
-        pipe = self.redis.pipeline(transaction=False)
         asked: list[list[str]] = []
         for hour, ids in by_hour.items():
             for start in range(0, len(ids), SEEN_CHUNK):
                 chunk = ids[start : start + SEEN_CHUNK]
                 pipe.smismember(self.keys.seen(self.group, hour * SEEN_BUCKET_S), chunk)
                 asked.append(chunk)
-        seen: set[str] = set()
-        for chunk, found in zip(asked, pipe.execute(), strict=True):
-            seen.update(i for i, hit in zip(chunk, found, strict=True) if hit)
+
+        def seen(replies: list[Any]) -> set[str]:
+            found: set[str] = set()
+            for chunk, hits in zip(asked, replies, strict=True):
+                found.update(i for i, hit in zip(chunk, hits, strict=True) if hit)
+            return found
+
         return seen
+
+    def _lookups(self, fresh: list[ParsedRecord]) -> tuple[set[str], Any]:
+        """The batch's event_ids seen already, and the group's prefetched reads: one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        seen = self.seen_already(fresh, pipe)
+        asked = len(pipe)
+        prefetched = self.prefetch(fresh, pipe)
+        replies = pipe.execute() if len(pipe) else []
+        return seen(replies[:asked]), prefetched(replies[asked:]) if prefetched else None
 
     def _apply(self, shard_id: str, parsed: list[ParsedRecord]) -> bool:
         """Apply the records above the shard's hwm; False if another writer moved the state.
@@ -286,8 +313,8 @@ class EffectivelyOnceProcessor:
         if not fresh:
             self._count(replayed)
             return True
-        seen = self.seen_already(fresh)
-        builder = self.builder(fresh)
+        seen, prefetched = self._lookups(fresh)
+        builder = self.builder(fresh, prefetched)
         key = self.keys.shard_state(self.group, self.stream, shard_id)
         maxts, expect = state.maxts, state.hwm
         sent: list[tuple[ShardState, BatchCounts, Any]] = []

@@ -360,9 +360,9 @@ class ViewOps:
     def payload(self, refreshed: Mapping[str, float] | None = None, now: float = 0.0) -> list[list[Any]]:
         """The ops for ``apply.lua``: [kind, key, expiry, args...].
 
-        Counters, sums, min/max and last tell in Lua whether they created their key, so their
-        expiry goes as ``[e]``, "only if created", when it needs no refresh: always for a window key
-        (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
+        Every op but co-occurrence pairs and stagger starts can tell in Lua whether it (may have)
+        created its key, so its expiry goes as ``[e]``, "only if created", when it needs no refresh:
+        always for a window key (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
         given its TTL within the last tenth of it (at most a day). The sliding keys whose TTL this
         payload refreshes are left in ``self.refreshing``, for the caller to record once applied.
         Most of a batch's Redis calls were these EXPIREs (docs/benchmarks.md, speed).
@@ -386,16 +386,16 @@ class ViewOps:
         ops += [["incr", k, once(k), n] for k, n in self.counts.items()]
         ops += [["incrf", k, once(k), repr(v)] for k, v in self.sums.items()]
         for k, members in self.distinct.items():
-            ops += [["pfadd", k, expiry[k], *chunk] for chunk in _chunks(sorted(members))]
+            ops += [["pfadd", k, once(k), *chunk] for chunk in _chunks(sorted(members))]
         ops += [["min", k, once(k), repr(v)] for k, v in self.mins.items()]
         ops += [["max", k, once(k), repr(v)] for k, v in self.maxs.items()]
         ops += [["last", k, once(k), repr(t), v] for k, (t, v) in self.lasts.items()]
         for k, ranks in self.ranks.items():
             flat = [x for member, w in ranks.items() for x in (repr(w), member)]
-            ops += [["zincr", k, expiry[k], *chunk] for chunk in _chunks(flat)]
+            ops += [["zincr", k, once(k), *chunk] for chunk in _chunks(flat)]
         for k, (n, recent) in self.recents.items():
             flat = [x for member, ts in recent.items() for x in (repr(ts), member)]
-            ops += [["lastn", k, expiry[k], n, *chunk] for chunk in _chunks(flat)]
+            ops += [["lastn", k, once(k), n, *chunk] for chunk in _chunks(flat)]
         for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
             ops.append(["cooc", scope_key, -SCOPE_TTL_S, item_prefix, item_expiry, *items])
         # strings: Lua would print a µs score in 14 digits

@@ -212,7 +212,7 @@ class EnrichProcessor(EffectivelyOnceProcessor):
     def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> ReferenceData:
         return ReferenceData(settings)
 
-    def builder(self, fresh: list[ParsedRecord]) -> EnrichBatch:
+    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> EnrichBatch:
         return EnrichBatch(self, fresh)
 
     def committed(self, note: Any) -> None:

@@ -17,7 +17,7 @@ stagger key always holds the partition key (catalogue rule), so one shard, and o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, load_catalogue
@@ -59,12 +59,15 @@ class ViewsBatch:
         return ops, note
 
 
-def load_starts(redis: Any, views: CompiledViews, fresh: list[ParsedRecord]) -> dict[str, list[int]]:
-    """The stagger window starts that can take the batch's events, per key the batch touches.
+def load_starts(
+    views: CompiledViews, fresh: list[ParsedRecord], pipe: Any
+) -> Callable[[list[Any]], dict[str, list[int]]] | None:
+    """Queue the reads of the stagger window starts that can take the batch's events, per key the
+    batch touches; return what turns the replies into {sorted-set key: starts (µs)}.
 
     A window can take an event at ``t`` only if it starts in ``(t - size, t]``, so each key's starts
     after its earliest event in the batch minus the size are enough (a window opened in the batch
-    starts later still). One pipelined read per batch.
+    starts later still). Sent with the batch's dedupe lookup: one round trip per batch.
     """
     staggered = [(cm, cm.stagger, frozenset(cm.metric.filter.event_type)) for cm in views.metrics]
     staggered = [entry for entry in staggered if entry[1] is not None]
@@ -83,14 +86,16 @@ def load_starts(redis: Any, views: CompiledViews, fresh: list[ParsedRecord]) -> 
                 if known is None or t < known[0]:
                     earliest[index] = (t, window.size_s * MICROS)
     if not earliest:
-        return {}
-    pipe = redis.pipeline(transaction=False)
+        return None
     for index, (t, size) in earliest.items():
         pipe.zrangebyscore(index, f"({t - size}", "+inf", withscores=True)
-    return {
-        index: [int(score) for _, score in found]
-        for index, found in zip(earliest, pipe.execute(), strict=True)
-    }
+
+    def starts(replies: list[Any]) -> dict[str, list[int]]:
+        return {
+            index: [int(score) for _, score in found] for index, found in zip(earliest, replies, strict=True)
+        }
+
+    return starts
 
 
 def compiled_views(settings: Settings, catalogue: Catalogue | None = None) -> CompiledViews:
@@ -118,8 +123,11 @@ class ViewsProcessor(EffectivelyOnceProcessor):
     def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> CompiledViews:
         return compiled_views(settings)
 
-    def builder(self, fresh: list[ParsedRecord]) -> ViewsBatch:
-        return ViewsBatch(self.views, load_starts(self.redis, self.views, fresh), self.refreshed)
+    def prefetch(self, fresh: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], Any] | None:
+        return load_starts(self.views, fresh, pipe)
+
+    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> ViewsBatch:
+        return ViewsBatch(self.views, prefetched or {}, self.refreshed)
 
     def committed(self, note: Any) -> None:
         """A chunk is applied: the sliding TTLs it refreshed need no refresh for a while."""
