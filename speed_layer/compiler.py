@@ -15,12 +15,12 @@ from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, is_number, parse_duration
 from lambdalake.metrics.evaluate import MICROS, holds, micros, stagger_window
+from speed_layer.codegen import EventSink, event_sink, is_simple
 from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, format_start, retention_s
 
 Getter = Callable[[Mapping[str, Any], Any], Any]
 Reader = Callable[[Mapping[str, Any], float], list[tuple[tuple[str, ...], Any, float]]]
 Sink = Callable[["ViewOps", Mapping[str, Any], float, float, set[str]], None]
-Update = Callable[["ViewOps", str, Any, float, float, int], None]
 MAX_REFRESH_S = 86400  # a sliding TTL is refreshed at most this long (or a tenth of it) apart
 MAX_ARGS = 1000  # members per Redis command: Lua's unpack() has a stack limit of ~8000
 
@@ -151,14 +151,28 @@ class CompiledMetric:
 
 @dataclass(frozen=True)
 class CompiledViews:
-    """The catalogue's aggregated metrics, indexed by the event types they can match."""
+    """The catalogue's aggregated metrics, indexed by the event types they can match, and for each
+    event type one generated function doing the work of all its entries (``speed_layer.codegen``)."""
 
     metrics: tuple[CompiledMetric, ...]
     by_type: Mapping[str, tuple[CompiledMetric, ...]]
     any_type: tuple[CompiledMetric, ...]
+    sinks: Mapping[str, EventSink] = field(default_factory=dict, compare=False)
+    any_sink: EventSink | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.any_sink is None:
+            sinks = {t: event_sink(metrics, t) for t, metrics in self.by_type.items()}
+            object.__setattr__(self, "sinks", sinks)
+            object.__setattr__(self, "any_sink", event_sink(self.any_type, "any type"))
 
     def for_type(self, event_type: Any) -> tuple[CompiledMetric, ...]:
         return self.by_type.get(event_type, self.any_type) if isinstance(event_type, str) else self.any_type
+
+    def sink_for(self, event_type: Any) -> EventSink:
+        """``(ops, event, ts, watermark, late)``: every entry's work for an event of this type."""
+        found = self.sinks.get(event_type) if isinstance(event_type, str) else None
+        return found or self.any_sink  # type: ignore[return-value]
 
 
 def compile_views(
@@ -362,7 +376,8 @@ class ViewOps:
 
         Every op but co-occurrence pairs and stagger starts can tell in Lua whether it (may have)
         created its key, so its expiry goes as ``[e]``, "only if created", when it needs no refresh:
-        always for a window key (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
+        always for a window key
+        (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
         given its TTL within the last tenth of it (at most a day). The sliding keys whose TTL this
         payload refreshes are left in ``self.refreshing``, for the caller to record once applied.
         Most of a batch's Redis calls were these EXPIREs (docs/benchmarks.md, speed).
@@ -405,201 +420,30 @@ class ViewOps:
         return ops
 
 
-# --- the compiled per-event path ------------------------------------------------------------------
-# Each aggregate's update of one key, as ``ViewOps._update`` (and the count branch of
-# ``ViewOps._windows``) would do it, chosen once per entry instead of once per contribution.
-def _count(ops: ViewOps, key: str, _value: Any, _weight: float, _ts: float, expiry: int) -> None:
-    counts = ops.counts
-    counts[key] = counts.get(key, 0) + 1
-    ops.expiry[key] = expiry
-
-
-def _sum(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    sums = ops.sums
-    sums[key] = sums.get(key, 0.0) + value
-
-
-def _distinct(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    members = ops.distinct.get(key)
-    if members is None:
-        members = ops.distinct[key] = set()
-    members.add(value if type(value) is str else str(value))
-
-
-def _top_k(ops: ViewOps, key: str, value: Any, weight: float, _ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    ranks = ops.ranks.get(key)
-    if ranks is None:
-        ranks = ops.ranks[key] = {}
-    member = value if type(value) is str else str(value)
-    ranks[member] = ranks.get(member, 0.0) + weight
-
-
-def _last_n(n: int) -> Update:
-    def update(ops: ViewOps, key: str, value: Any, _weight: float, ts: float, expiry: int) -> None:
-        ops.expiry[key] = expiry
-        entry = ops.recents.get(key)
-        if entry is None:
-            entry = ops.recents[key] = (n, {})
-        recent = entry[1]
-        member = value if type(value) is str else str(value)
-        if recent.get(member, float("-inf")) < ts:
-            recent[member] = ts
-
-    return update
-
-
-def _number(value: Any) -> bool:
-    kind = type(value)
-    return kind is float or kind is int or is_number(value)
-
-
-def _min(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    if not _number(value):
-        return
-    mins = ops.mins
-    stored = mins.get(key)
-    if stored is None or value < stored:
-        mins[key] = float(value)
-
-
-def _max(ops: ViewOps, key: str, value: Any, _weight: float, _ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    if not _number(value):
-        return
-    maxs = ops.maxs
-    stored = maxs.get(key)
-    if stored is None or value > stored:
-        maxs[key] = float(value)
-
-
-def _last(ops: ViewOps, key: str, value: Any, _weight: float, ts: float, expiry: int) -> None:
-    ops.expiry[key] = expiry
-    if not _number(value):
-        return
-    lasts = ops.lasts
-    stored = lasts.get(key)
-    if stored is None or stored[0] <= ts:
-        lasts[key] = (ts, repr(float(value)))
-
-
-def _simple_update(metric: Metric) -> Update | None:
-    aggregate = metric.aggregate
-    if aggregate == "last_n":
-        return _last_n(metric.n)
-    return {
-        "count": _count,
-        "sum": _sum,
-        "count_distinct": _distinct,
-        "top_k": _top_k,
-        "min": _min,
-        "max": _max,
-        "last": _last,
-    }.get(aggregate or "")
-
-
-def _key_suffix(paths: list[str]) -> Callable[[Mapping[str, Any]], str | None]:
-    """The ``:by1:by2`` part of an event's keys ("" without ``by``); None if a ``by`` value is missing."""
-    getters = [_getter(p) for p in paths]
-    if not getters:
-        return lambda _event: ""
-    if len(getters) == 1:
-        (get,) = getters
-
-        def one(event: Mapping[str, Any]) -> str | None:
-            value = get(event, None)
-            if value is None:
-                return None
-            return ":" + (value if type(value) is str else str(value))
-
-        return one
-
-    def many(event: Mapping[str, Any]) -> str | None:
-        values = [get(event, None) for get in getters]
-        if None in values:
-            return None
-        return ":" + ":".join(v if type(v) is str else str(v) for v in values)
-
-    return many
-
-
 def compile_sink(cm: CompiledMetric) -> Sink:
     """The entry's whole per-event work (filter, key, value, windows, update) as one function.
 
-    Entries of the common shape (no explode, where, weight, stagger or co_occurrence) get a path
-    that builds each key once per window and caches each window's bucket prefix; the others read
-    their contributions and take ``ViewOps``' general path. Both equal ``contributions()`` applied
-    window by window (tests/unit/test_speed_compiler.py).
+    Entries of the common shape (no explode, where, weight, stagger or co_occurrence) get generated
+    code (``speed_layer.codegen``); the others read their contributions and take ``ViewOps``'
+    general path. Both equal ``contributions()`` applied window by window
+    (tests/unit/test_speed_compiler.py).
     """
-    metric = cm.metric
+    if is_simple(cm):
+        return event_sink([cm], cm.name, check_types=True)
     read = cm.read
-    types = frozenset(metric.filter.event_type)
-    update = _simple_update(metric)
-    if (
-        cm.stagger is not None
-        or update is None
-        or metric.explode
-        or metric.filter.where
-        or metric.weight
-        or cm.scope is not None
-    ):
-        stagger = cm.stagger
+    stagger = cm.stagger
 
-        def general(
-            ops: ViewOps, event: Mapping[str, Any], ts: float, watermark: float, late: set[str]
-        ) -> None:
-            contributions = read(event, ts)
-            if not contributions:
-                return
-            if stagger is not None:
-                if not ops._stagger(cm, stagger, contributions, ts, watermark):
-                    late.add(stagger.label)
-                return
-            ops._windows(cm, contributions, event, ts, watermark, late)
-
-        return general
-
-    suffix_of = _key_suffix(metric.by)
-    aggregate = metric.aggregate
-    path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
-    value_of = _getter(path) if path and aggregate != "count" else None
-    is_ts = path == "ts"
-    numeric_only = aggregate == "sum"
-    # per window: size (0: lifetime), label, base, retention, and a one-slot cache (start, "base:start",
-    # expiry) replaced whole, so processors sharing the compiled views across threads never see half of it
-    windows = [(w.size_s, w.label, w.base, w.retention_s, [(-1, "", 0)]) for w in cm.windows]
-
-    def simple(ops: ViewOps, event: Mapping[str, Any], ts: float, watermark: float, late: set[str]) -> None:
-        if types and event.get("event_type") not in types:
+    def general(ops: ViewOps, event: Mapping[str, Any], ts: float, watermark: float, late: set[str]) -> None:
+        contributions = read(event, ts)
+        if not contributions:
             return
-        suffix = suffix_of(event)
-        if suffix is None:
+        if stagger is not None:
+            if not ops._stagger(cm, stagger, contributions, ts, watermark):
+                late.add(stagger.label)
             return
-        if value_of is None:
-            value: Any = 1
-        else:
-            value = value_of(event, None)
-            if value is None or (numeric_only and not _number(value)):
-                return
-            if is_ts:
-                value = ts
-        for size, label, base, retention, slot in windows:
-            if not size:
-                update(ops, base + suffix, value, 1.0, ts, -retention)
-                continue
-            start = int(ts // size) * size
-            if start + size <= watermark:
-                late.add(label)
-                continue
-            cached = slot[0]
-            if cached[0] != start:
-                cached = slot[0] = (start, f"{base}:{start}", start + size + retention)
-            update(ops, cached[1] + suffix, value, 1.0, ts, cached[2])
+        ops._windows(cm, contributions, event, ts, watermark, late)
 
-    return simple
+    return general
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:

@@ -47,9 +47,9 @@ class ViewsBatch:
     def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
         event = parsed.event
         assert event is not None  # only valid records reach a builder
-        return self.collected.add_event(
-            self.views.for_type(event.get("event_type")), event, parsed.ts, watermark
-        )
+        late: set[str] = set()
+        self.views.sink_for(event.get("event_type"))(self.collected, event, parsed.ts, watermark, late)
+        return late
 
     def drain(self) -> tuple[list[list[Any]], tuple[float, list[str]]]:
         now = time.time()
