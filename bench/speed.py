@@ -17,6 +17,7 @@ Starts its own kinesalite and redis-server in a temporary home on free ports, th
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
+from lambdalake import heap
 from lambdalake.settings import Settings
 from lambdalake.stream.bus import Record, StreamRecord
 
@@ -71,6 +73,30 @@ def _engines(home: Path) -> tuple[Settings, list[Any]]:
             raise RuntimeError("bench engines did not start")
         time.sleep(0.1)
     return settings, engines
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU per event of each process of a phase: this one (reader/worker threads), Redis, kinesalite."""
+
+    def __init__(self, engines: list[Any]) -> None:
+        self.pids = {e.name: e.pid() for e in engines}
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {"python": time.process_time(), **{name: _cpu_s(pid) for name, pid in self.pids.items()}}
+
+    def per_event_us(self, events: int) -> dict[str, float]:
+        end = self._read()
+        return {name: round((end[name] - self.start[name]) / events * 1e6, 1) for name in end}
 
 
 def _lines(events: int) -> list[tuple[bytes, str, float]]:
@@ -132,7 +158,9 @@ def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[
     config = ConsumerConfig.from_settings(settings, "views")
     worker = ConsumerWorker(
         settings, config, lambda: ViewsProcessor(settings, redis, metrics, shared=views), redis=redis
-    ).start()
+    )
+    heap.settle()  # the worker's own clients exist now; `lambdalake speed` settles at the same point
+    worker.start()
     started = time.perf_counter()
 
     def done() -> bool:
@@ -227,6 +255,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         ensure_stream(settings, settings.stream_name, SHARDS)
         progress(f"generating {events} events")
         lines = _lines(events)
+        heap.settle()  # as `lambdalake speed` does once its clients exist (lambdalake/heap.py)
         progress("processing in-memory batches into Redis")
         process_rate = _process_rate(settings, redis, lines)
         progress(f"  {process_rate:,.0f} events/s")
@@ -239,16 +268,24 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
                 if int(outcome.sequence_number) > int(last.get(outcome.shard_id, "0")):
                     last[outcome.shard_id] = outcome.sequence_number
         progress("bare read loop over the shards")
+        meter = _CpuMeter(engines)
         ceiling = _stream_ceiling(settings, bus, len(lines))
-        progress(f"  {ceiling:,.0f} events/s")
+        ceiling_cpu = meter.per_event_us(len(lines))
+        progress(f"  {ceiling:,.0f} events/s; CPU µs per event {ceiling_cpu}")
         progress("one worker, stream -> views")
+        meter = _CpuMeter(engines)
         elapsed, worker = _worker_rate(settings, redis, last)
+        worker_cpu = meter.per_event_us(len(lines))
         worker_rate = len(lines) / elapsed
-        progress(f"  {worker_rate:,.0f} events/s")
+        progress(f"  {worker_rate:,.0f} events/s; CPU µs per event {worker_cpu}")
         figures: dict[str, Any] = {
             "events_per_s_per_worker": round(worker_rate),
             "stream_ceiling_events_per_s": round(ceiling),
             "process_events_per_s": round(process_rate),
+            # where each phase's CPU went (all on this machine's cores): the ratio above is bounded by
+            # what the worker and Redis add to the reading that the ceiling pays alone
+            "ceiling_cpu_us_per_event": ceiling_cpu,
+            "worker_cpu_us_per_event": worker_cpu,
         }
         progress("starting the collector")
         ensure_stream(settings, settings.dlq_stream_name, 1)  # the collector's health needs its DLQ

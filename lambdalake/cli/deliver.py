@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from lambdalake import heap
 from lambdalake.errors import LambdalakeError
 from lambdalake.settings import get_settings
 
@@ -48,6 +49,7 @@ def deliver(
         f"{settings.delivery_compression})",
         err=True,
     )
+    heap.settle()  # after the clients exist, before the threads start
     service.run()
 
 

@@ -10,6 +10,7 @@ import threading
 
 import typer
 
+from lambdalake import heap
 from lambdalake.errors import LambdalakeError
 from lambdalake.settings import get_settings
 
@@ -60,7 +61,9 @@ def speed(
         err=True,
     )
     try:
-        SpeedService(settings, chosen, metrics_port=port or None).run_until(stopped)
+        service = SpeedService(settings, chosen, metrics_port=port or None)
+        heap.settle()  # after the clients and the compiled catalogue exist, before the threads start
+        service.run_until(stopped)
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
