@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import random
 import time
@@ -42,7 +43,8 @@ def kinesis_client(
     settings: Settings, timeout: float = 10.0, retries: int = 3, epoch_timestamps: bool = False
 ) -> Any:
     """A Kinesis client; with ``epoch_timestamps`` its responses carry timestamps as float epoch
-    seconds (botocore's documented parser hook, on a botocore session of its own)."""
+    seconds and blobs decoded by ``binascii`` (botocore's documented parser hooks, on a botocore
+    session of its own)."""
     import boto3
     import botocore.session
     from botocore.config import Config
@@ -55,7 +57,10 @@ def kinesis_client(
     )
     core = botocore.session.get_session()
     if epoch_timestamps:
-        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_epoch_seconds)
+        # and record data decoded by binascii directly (base64.b64decode wraps it in Python checks)
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_epoch_seconds, blob_parser=binascii.a2b_base64
+        )
     return boto3.session.Session(botocore_session=core).client(
         "kinesis", endpoint_url=settings.kinesis_endpoint, config=config, **settings.aws_client_kwargs()
     )
