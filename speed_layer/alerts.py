@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -58,7 +58,7 @@ class AlertsBatch:
         event = parsed.event or {}
         return event.get("user_id")
 
-    def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
+    def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
         assert event is not None  # only valid records reach a builder
         user = event.get("user_id")

@@ -23,7 +23,7 @@ runtime's checkpoint is only where reading restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,8 +181,8 @@ class BatchCounts:
 class BatchBuilder(Protocol):
     """What a group does with a batch's new events; built fresh for every attempt."""
 
-    def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
-        """Take one new event; return the windows it came too late for (none: applied in full)."""
+    def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
+        """Take one new event; return the windows it came too late for (empty: applied in full)."""
         ...
 
     def drain(self) -> tuple[list[list[Any]], Any]:
@@ -317,6 +317,7 @@ class EffectivelyOnceProcessor:
         builder = self.builder(fresh, prefetched)
         key = self.keys.shard_state(self.group, self.stream, shard_id)
         maxts, expect = state.maxts, state.hwm
+        add, future_skew, lateness, dedupe_ttl = builder.add, self.future_skew, self.lateness, self.dedupe_ttl
         sent: list[tuple[ShardState, BatchCounts, Any]] = []
         connection = self.redis.connection_pool.get_connection()
         try:
@@ -324,6 +325,7 @@ class EffectivelyOnceProcessor:
                 chunk = fresh[start : start + CHUNK]
                 counts = BatchCounts()
                 new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
+                applied = 0
                 for p in chunk:
                     event = p.event
                     if event is None:
@@ -331,23 +333,32 @@ class EffectivelyOnceProcessor:
                         continue
                     # A clock far ahead must not close every window: event time counts for the
                     # watermark only up to a little past the record's arrival.
-                    maxts = max(maxts, min(p.ts, p.record.arrival_ts + self.future_skew))
+                    ts, arrival = p.ts, p.record.arrival_ts
+                    capped = arrival + future_skew
+                    if (ts if ts < capped else capped) > maxts:
+                        maxts = ts if ts < capped else capped
                     event_id = event["event_id"]
                     if event_id in seen:
                         counts.duplicates += 1
                         continue
                     seen.add(event_id)
-                    late = list(builder.add(p, maxts - self.lateness))
-                    counts.applied += 1
+                    late = add(p, maxts - lateness)
+                    applied += 1
                     if late:
                         counts.late_events += 1
                         for window in late:
                             counts.late_windows[window] = counts.late_windows.get(window, 0) + 1
-                    hour = int(p.ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
-                    expires = int(max(hour + SEEN_BUCKET_S, p.record.arrival_ts)) + self.dedupe_ttl
-                    expiry, ids = new_ids.setdefault(hour, ([expires], []))
-                    expiry[0] = max(expiry[0], expires)
-                    ids.append(event_id)
+                    hour = int(ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
+                    expires = (
+                        int(arrival if arrival > hour + SEEN_BUCKET_S else hour + SEEN_BUCKET_S) + dedupe_ttl
+                    )
+                    entry = new_ids.get(hour)
+                    if entry is None:
+                        entry = new_ids[hour] = ([expires], [])
+                    elif expires > entry[0][0]:
+                        entry[0][0] = expires
+                    entry[1].append(event_id)
+                counts.applied = applied
                 hwm = chunk[-1].record.sequence_number
                 ops, note = builder.drain()
                 payload = {

@@ -19,7 +19,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,7 @@ class EnrichBatch:
         self.changed: set[str] = set()
         self.orders: list[dict[str, Any]] = []
 
-    def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
+    def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
         assert event is not None  # only valid records reach a builder
         user = event.get("user_id")

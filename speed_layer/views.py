@@ -17,7 +17,7 @@ stagger key always holds the partition key (catalogue rule), so one shard, and o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, load_catalogue
@@ -44,7 +44,7 @@ class ViewsBatch:
         self.refreshed = refreshed  # sliding key -> when its TTL was last refreshed (applied chunks only)
         self.collected = ViewOps(starts=self.starts)
 
-    def add(self, parsed: ParsedRecord, watermark: float) -> Iterable[str]:
+    def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
         assert event is not None  # only valid records reach a builder
         late: set[str] = set()
