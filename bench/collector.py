@@ -11,7 +11,6 @@ same machine and takes some of its CPU, so the figures are a floor.
 from __future__ import annotations
 
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench._common import free_port
 from ingest.collector.process import CollectorProcess
 from lambdalake.errors import LambdalakeError
 from lambdalake.local.services import KinesisEngine
@@ -47,12 +47,6 @@ EVENT_TEMPLATES: list[tuple[str, dict[str, Any]]] = [
         },
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_bodies(requests: int) -> list[bytes]:
@@ -140,8 +134,8 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         _env_file=None,
         profile="local",
         home=home,
-        kinesis_port=_free_port(),
-        collector_port=_free_port(),
+        kinesis_port=free_port(),
+        collector_port=free_port(),
         write_keys=[WRITE_KEY],
         collector_workers=1,
     )
@@ -161,7 +155,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         stream = _measure(settings, bodies, warmup)
         progress(_summary(stream))
         progress("collector -> noop bus (the collector's own ceiling)")
-        noop_settings = settings.model_copy(update={"collector_bus": "noop", "collector_port": _free_port()})
+        noop_settings = settings.model_copy(update={"collector_bus": "noop", "collector_port": free_port()})
         noop = _measure(noop_settings, make_bodies(requests * 3), warmup)
         progress(_summary(noop))
     finally:

@@ -15,7 +15,6 @@ Runs its own kinesalite and Redis (temp home, free ports); the lake is a temp di
 from __future__ import annotations
 
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from bench._common import free_port
 from ingest.delivery.service import DeliveryService
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake import lake
@@ -35,12 +35,6 @@ from lambdalake.settings import Settings
 from lambdalake.stream import TRIM_HORIZON, Record, StreamBus, get_bus
 
 NEEDED_ENGINES = ("kinesis", "redis")  # delivery needs no warehouse
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _records(events: int, seed: int) -> list[Record]:
@@ -102,9 +96,9 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         _env_file=None,  # type: ignore[call-arg]
         profile="local",
         home=home,
-        kinesis_port=_free_port(),
-        redis_port=_free_port(),
-        warehouse_port=_free_port(),
+        kinesis_port=free_port(),
+        redis_port=free_port(),
+        warehouse_port=free_port(),
         consumer_idle_poll_s=0.05,
     )
     engines = LocalEngines(settings)

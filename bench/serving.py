@@ -29,30 +29,23 @@ from typing import Any
 import httpx
 import orjson
 
+from bench._common import collector_headers, free_port
 from lambdalake.settings import Settings
 
 CLIENTS = 100
 READ = {"X-Read-Key": "local-read-key"}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _settings(home: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=home,
-        kinesis_port=_free_port(),
-        redis_port=_free_port(),
-        warehouse_port=_free_port(),
-        collector_port=_free_port(),
-        serving_port=_free_port(),
-        consumer_metrics_port=_free_port(),
+        kinesis_port=free_port(),
+        redis_port=free_port(),
+        warehouse_port=free_port(),
+        collector_port=free_port(),
+        serving_port=free_port(),
+        consumer_metrics_port=free_port(),
         stream_shards=2,
         consumer_idle_poll_s=0.02,
     )
@@ -156,7 +149,9 @@ async def _load(url: str, seconds: float) -> tuple[list[float], int]:
     return latencies, errors
 
 
-def _probe(collector: str, serving: str, http: httpx.Client, timeout_s: float = 30.0) -> float:
+def _probe(
+    collector: str, serving: str, http: httpx.Client, headers: dict[str, str], timeout_s: float = 30.0
+) -> float:
     user, product = f"fresh-{uuid.uuid4().hex[:10]}", f"P{uuid.uuid4().hex[:6]}"
     event = {
         "event_id": str(uuid.uuid4()),
@@ -170,7 +165,7 @@ def _probe(collector: str, serving: str, http: httpx.Client, timeout_s: float = 
     response = http.post(
         f"{collector}/v1/events",
         content=orjson.dumps(event),
-        headers={"Authorization": "Bearer local-write-key", "Content-Type": "application/json"},
+        headers=headers,
     )
     response.raise_for_status()
     accepted = time.perf_counter()
@@ -213,8 +208,13 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         probes = 10 if quick else 50
         progress(f"freshness: {probes} probes, collector -> API")
         with httpx.Client(timeout=30) as http:
-            _probe(CollectorProcess(settings).url, serving.url, http, timeout_s=60)  # warm-up
-            fresh = [_probe(CollectorProcess(settings).url, serving.url, http) for _ in range(probes)]
+            _probe(
+                CollectorProcess(settings).url, serving.url, http, collector_headers(settings), timeout_s=60
+            )  # warm-up
+            fresh = [
+                _probe(CollectorProcess(settings).url, serving.url, http, collector_headers(settings))
+                for _ in range(probes)
+            ]
         return {
             "api_p50_ms": round(statistics.median(latencies), 1),
             "api_p99_ms": round(_percentile(latencies, 0.99), 1),

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from bench._common import collector_headers, free_port
 from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake import heap
 from lambdalake.settings import Settings
@@ -38,23 +39,15 @@ from lambdalake.stream.bus import Record, StreamRecord
 SHARDS = 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _engines(home: Path) -> tuple[Settings, list[Any]]:
     from lambdalake.local.services import KinesisEngine, RedisEngine
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=home,
-        kinesis_port=_free_port(),
-        redis_port=_free_port(),
-        collector_port=_free_port(),
+        kinesis_port=free_port(),
+        redis_port=free_port(),
+        collector_port=free_port(),
         stream_name="bench-speed",
         speed_key_prefix="b",
         consumer_key_prefix="bench",
@@ -177,7 +170,7 @@ def _latency(settings: Settings, redis: Any, collector: str, rate: float, second
     posted to the same collector (batches of ``rate / 20`` events every 50 ms)."""
     import httpx
 
-    headers = {"Authorization": "Bearer local-write-key", "Content-Type": "application/json"}
+    headers = collector_headers(settings)
     template = {
         "event_type": "page_view",
         "session_id": "s-bench",

@@ -9,7 +9,6 @@ sql/bi/ runs on the warehouse and on DuckDB over the same Parquet (the Athena st
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from bench._common import free_port
 from lambdalake.settings import Settings
 from warehouse.tables import lake_tables
 
@@ -234,12 +234,6 @@ def build_lake(
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -257,7 +251,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     events = 150_000 if quick else 1_500_000
     home = Path(tempfile.mkdtemp(prefix="lambdalake-bench-warehouse-"))
     home.chmod(0o755)
-    settings = Settings(_env_file=None, profile="local", home=home, warehouse_port=_free_port())  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, profile="local", home=home, warehouse_port=free_port())  # type: ignore[call-arg]
     local = LocalEngines(settings)
     local.engines = [engine for engine in local.engines if engine.name == "warehouse"]
     try:
