@@ -43,7 +43,7 @@ SEEN_CHUNK = 1000
 CHUNK = 100  # records per script call; a batch's chunks are pipelined
 
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
-# ARGV[1]: MessagePack (Redis decodes it in ~60% of cjson's time, docs/benchmarks.md):
+# ARGV[1]: MessagePack (≈80% of cjson's instructions to decode, docs/benchmarks.md):
 #   {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
 #    counts: {field: n}, ops: [[kind, key, expiry, args...]]}
 # An op's expiry: > 0 EXPIREAT, < 0 EXPIRE -e, 0 none; ``[e]`` (not for cooc, hset, zadd, xadd):
@@ -90,7 +90,8 @@ for _, op in ipairs(p.ops) do
     -- one call when the value grows (event times mostly do), a second to put a greater one back
     local stored = redis.call('SET', key, op[4], 'KEEPTTL', 'GET')
     created = not stored
-    if stored and tonumber(stored) > tonumber(op[4]) then redis.call('SET', key, stored, 'KEEPTTL') end
+    local old = tonumber(stored)  -- nil for a value that is not a number: replaced, as before
+    if old and old > tonumber(op[4]) then redis.call('SET', key, stored, 'KEEPTTL') end
   elseif kind == 'min' then
     local stored = tonumber(redis.call('GET', key))
     created = not stored
