@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,11 @@ def _wait(condition: Any, timeout: float, what: str, log: Path) -> None:
     raise AssertionError(f"timed out waiting for {what}; worker log:\n{log.read_text()[-3000:]}")
 
 
-def _put_generated(settings: Settings, events: int, seed: int) -> tuple[Any, dict[str, str]]:
-    """Put generated events on the test's stream; the ground truth and each shard's last sequence."""
+def _put_generated(
+    settings: Settings, events: int, seed: int, halfway: Callable[[], None] | None = None
+) -> tuple[Any, dict[str, str]]:
+    """Put generated events on the test's stream (calling ``halfway`` once half of them are on it);
+    the ground truth and each shard's last sequence."""
     emitted = generated(events, seed=seed)
     bus = KinesisBus(settings)
     records = []
@@ -104,6 +108,8 @@ def _put_generated(settings: Settings, events: int, seed: int) -> tuple[Any, dic
         records.append(Record(e.line, key))
     outcomes = []
     for start in range(0, len(records), 500):
+        if halfway is not None and start == len(records) // 1000 * 500:
+            halfway()
         outcomes += bus.put_records(settings.stream_name, records[start : start + 500])
     by_shard: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     for e, outcome in zip(emitted, outcomes, strict=True):
@@ -131,7 +137,7 @@ def test_kill_9_then_restart_equals_truth_and_a_full_replay_changes_nothing(
     settings = speed_settings(engines, stream_name=f"speed-{uuid.uuid4().hex[:8]}")
     ensure_stream(settings, settings.stream_name, 2)
     client = redis_lib.Redis.from_url(settings.redis_url)
-    truth, last = _put_generated(settings, 4000, seed=21)
+    truth, last = _put_generated(settings, 8000, seed=21)  # ≈1 s of work for one worker: killed mid-way
 
     def hwm(shard: str) -> str:
         return _hwm(client, settings, shard)
@@ -145,7 +151,7 @@ def test_kill_9_then_restart_equals_truth_and_a_full_replay_changes_nothing(
         _wait(lambda: applied() > 800, 60, "the first worker to apply some batches", log)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        assert applied() < 3500, "the worker finished before it was killed: the test proves nothing"
+        assert applied() < 7000, "the worker finished before it was killed: the test proves nothing"
         worker = _start(settings, "kill9", log)
         _wait(
             lambda: all(hwm(s) == seq for s, seq in last.items()), 90, "the restarted worker to catch up", log
@@ -177,7 +183,6 @@ def test_two_workers_one_killed_the_other_takes_over_its_shards(engines: Setting
     settings = speed_settings(engines, stream_name=f"speed-{uuid.uuid4().hex[:8]}")
     ensure_stream(settings, settings.stream_name, 2)
     client = redis_lib.Redis.from_url(settings.redis_url)
-    truth, last = _put_generated(settings, 4000, seed=33)
     store = RedisLeaseStore(client, "views", "pair")
     log = tmp_path / "speed.log"
     port = free_port()
@@ -185,19 +190,31 @@ def test_two_workers_one_killed_the_other_takes_over_its_shards(engines: Setting
     workers = [_start(settings, "pair", log), _start(settings, "pair", log, "views,alerts,enrich", port)]
     try:
 
-        def split() -> bool:
+        def owners() -> set[str]:
             leases, _ = store.list_leases()
-            return len({lease.owner for lease in leases if lease.owner}) == 2
+            return {lease.owner for lease in leases if lease.owner}
 
-        _wait(split, 60, "the two workers to split the shards", log)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait(timeout=10)
-        assert _applied(client, settings) < 3500, "the workers finished before one was killed"
+        # the events go on the stream once each worker holds a shard, and the second half only
+        # after the kill: the survivor must take over the killed worker's shard to finish it
+        _wait(lambda: len(owners()) == 2, 60, "the two workers to split the shards", log)
+        killed = next(o for o in owners() if o.split(":")[1] == str(workers[0].pid))
+
+        def kill_one() -> None:
+            _wait(lambda: _applied(client, settings) >= 400, 60, "the workers to start applying", log)
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(timeout=10)
+
+        truth, last = _put_generated(settings, 8000, seed=33, halfway=kill_one)
         _wait(
-            lambda: all(_hwm(client, settings, s) == seq for s, seq in last.items()), 90, "the takeover", log
+            lambda: (
+                killed not in owners()
+                and len(owners()) == 1
+                and all(_hwm(client, settings, s) == seq for s, seq in last.items())
+            ),
+            90,
+            "the survivor to take over the killed worker's shard and finish it",
+            log,
         )
-        leases, _ = store.list_leases()
-        assert len({lease.owner for lease in leases}) == 1  # the survivor holds both shards
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'lambdalake_speed_events_total{group="views",outcome="applied"}' in metrics
         assert "lambdalake_consumer_records_total" in metrics

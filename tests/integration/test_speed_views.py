@@ -81,6 +81,8 @@ class Truth:
     recent: defaultdict = field(default_factory=lambda: defaultdict(dict))
     session_products: defaultdict = field(default_factory=lambda: defaultdict(set))
     active_1h: defaultdict = field(default_factory=lambda: defaultdict(set))
+    last_activity: dict = field(default_factory=dict)  # max event time per user
+    session_span: dict = field(default_factory=dict)  # (first, last) event time per session
     late_events: int = 0
 
     def co_viewed(self) -> dict[str, Counter]:
@@ -118,6 +120,9 @@ def ground_truth(
             kind, props = event["event_type"], event["properties"]
             truth.user_events[user] += 1
             truth.user_events_by_type[(user, kind)] += 1
+            truth.last_activity[user] = max(truth.last_activity.get(user, ts), ts)
+            first, last = truth.session_span.get(event["session_id"], (ts, ts))
+            truth.session_span[event["session_id"]] = (min(first, ts), max(last, ts))
             if hour_open:
                 truth.active_1h[hour].add(user)
             if kind == "page_view" and minute_open:
@@ -175,6 +180,14 @@ def assert_views_equal_truth(settings: Settings, client: redis_lib.Redis, truth:
         assert query.value("user_events_by_type", [user, kind]) == n
     for user, value in truth.user_value.items():
         assert query.value("user_lifetime_value", [user]) == pytest.approx(value, rel=1e-9)
+    # out-of-order events reach max and min after greater (smaller) values: kept, not overwritten
+    for user, ts in truth.last_activity.items():
+        assert query.value("user_last_activity", [user]) == ts
+    for session, (first, last) in truth.session_span.items():
+        assert (query.value("session_first_ts", [session]), query.value("session_last_ts", [session])) == (
+            first,
+            last,
+        )
     for minute, counts in truth.views_1m.items():
         top = query.top("trending_products_views", window="1m", buckets=[minute], k=1000)
         assert dict(top) == {p: float(n) for p, n in counts.items()}
