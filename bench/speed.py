@@ -9,6 +9,10 @@ Starts its own kinesalite and redis-server in a temporary home on free ports, th
   events (GetRecords and nothing else): what the stream can give one reader;
 - ``events_per_s_per_worker``: one consumer-runtime worker (leases, checkpoints) with the views
   processor reading that stream from TRIM_HORIZON until every record is applied;
+- ``events_per_s_all_groups``: one speed process as deployed (views, alerts and enrich, each
+  reading the whole stream) until every group has applied every record;
+- ``*_cpu_us_per_event``: CPU per event of each process in those phases (this one, Redis,
+  kinesalite), which share the machine's cores;
 - ``e2e_p50_ms`` / ``e2e_p99_ms``: from the collector's 200 to the view changing (a probe event's
   user counter appearing in Redis), under a background load of 1k events/s posted to the same
   collector process (and 5k/s in the full run, reported as ``e2e_5k_*``). The collector, the stream,
@@ -92,12 +96,15 @@ class _CpuMeter:
         return {name: round((end[name] - self.start[name]) / events * 1e6, 1) for name in end}
 
 
-def _lines(events: int) -> list[tuple[bytes, str, float]]:
+def _lines(events: int, reference_for: Settings | None = None) -> list[tuple[bytes, str, float]]:
+    """(line, partition key, arrival) of generated events; with ``reference_for``, the generator's
+    products and promos go to that deployment's lake too (what enrichment joins with)."""
     start = datetime.now(UTC) - timedelta(minutes=30)
+    generator = ClickstreamGenerator(GeneratorConfig(events=events, start=start, events_per_s=50))
+    if reference_for is not None:
+        generator.write_reference(reference_for)
     out = []
-    for i, e in enumerate(
-        ClickstreamGenerator(GeneratorConfig(events=events, start=start, events_per_s=50)).emitted()
-    ):
+    for i, e in enumerate(generator.emitted()):
         try:
             event = orjson.loads(e.line)
             key = str(event.get("user_id") or event.get("anonymous_id") or i)
@@ -163,6 +170,28 @@ def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[
     while not done():
         time.sleep(0.005)
     return time.perf_counter() - started, worker
+
+
+def _all_groups_seconds(settings: Settings, redis: Any, last: dict[str, str]) -> float:
+    """Seconds one `lambdalake speed` process as deployed (views, alerts and enrich groups, fresh
+    leases and state) takes until every group has applied every record of the stream."""
+    from speed_layer.keys import SpeedKeys
+    from speed_layer.service import GROUPS, SpeedService
+
+    own = settings.model_copy(update={"speed_key_prefix": "ball", "consumer_key_prefix": "bench-all"})
+    keys = SpeedKeys(own.speed_key_prefix)
+    service = SpeedService(own, list(GROUPS))
+    heap.settle()  # as the CLI does, once the service's clients exist
+    started = time.perf_counter()
+    service.start()
+    try:
+        states = [(keys.shard_state(g, own.stream_name, s), seq) for g in GROUPS for s, seq in last.items()]
+        while not all((redis.hget(k, "hwm") or b"").decode() == seq for k, seq in states):
+            time.sleep(0.005)
+        return time.perf_counter() - started
+    finally:
+        service.stop()
+        service.join(30)
 
 
 def _latency(settings: Settings, redis: Any, collector: str, rate: float, seconds: float) -> list[float]:
@@ -247,7 +276,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         bus = KinesisBus(settings)
         ensure_stream(settings, settings.stream_name, SHARDS)
         progress(f"generating {events} events")
-        lines = _lines(events)
+        lines = _lines(events, reference_for=settings)
         heap.settle()  # as `lambdalake speed` does once its clients exist (lambdalake/heap.py)
         progress("processing in-memory batches into Redis")
         process_rate = _process_rate(settings, redis, lines)
@@ -271,6 +300,11 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         worker_cpu = meter.per_event_us(len(lines))
         worker_rate = len(lines) / elapsed
         progress(f"  {worker_rate:,.0f} events/s; CPU µs per event {worker_cpu}")
+        progress("one speed process with every group (views, alerts, enrich), stream -> Redis")
+        meter = _CpuMeter(engines)
+        all_groups_rate = len(lines) / _all_groups_seconds(settings, redis, last)
+        all_groups_cpu = meter.per_event_us(len(lines))
+        progress(f"  {all_groups_rate:,.0f} events/s; CPU µs per event {all_groups_cpu}")
         figures: dict[str, Any] = {
             "events_per_s_per_worker": round(worker_rate),
             "stream_ceiling_events_per_s": round(ceiling),
@@ -279,6 +313,9 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
             # what the worker and Redis add to the reading that the ceiling pays alone
             "ceiling_cpu_us_per_event": ceiling_cpu,
             "worker_cpu_us_per_event": worker_cpu,
+            # what `lambdalake capacity` should plan with: a deployed process runs all three groups
+            "events_per_s_all_groups": round(all_groups_rate),
+            "all_groups_cpu_us_per_event": all_groups_cpu,
         }
         progress("starting the collector")
         ensure_stream(settings, settings.dlq_stream_name, 1)  # the collector's health needs its DLQ
