@@ -196,6 +196,7 @@ class EnrichBatch:
 
 class EnrichProcessor(EffectivelyOnceProcessor):
     group = "enrich"
+    event_types = frozenset({"purchase", "identify"})  # orders, and the traits they carry
 
     def __init__(
         self,

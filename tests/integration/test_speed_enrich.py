@@ -44,6 +44,17 @@ def test_orders_are_joined_with_reference_data_and_traits_once(engines: Settings
             for i in range(0, len(records), 250):
                 processor.process_records(records[i : i + 250], ctx)
 
+    # only the events enrichment acts on are remembered for dedupe (the others cost Redis memory)
+    remembered = set()
+    for key in client.scan_iter(match=f"{settings.speed_key_prefix}:enrich:seen:*"):
+        remembered |= {i.decode() for i in client.smembers(key)}
+    acted_on = {
+        event["event_id"]
+        for event in (orjson.loads(e.line) for e in emitted if e.kind != "malformed")
+        if event["event_type"] in ("purchase", "identify")
+    }
+    assert remembered == acted_on
+
     rows = client.xrange(SpeedKeys(settings.speed_key_prefix).orders)
     orders = [orjson.loads(fields[b"order"]) for _, fields in rows]
     purchases = {}
