@@ -28,6 +28,14 @@ CONSUMER_GROUPS: tuple[str, ...] = ("views", "alerts", "enrich", "delivery")
 SPEED_WORKER_EVENTS_S = 2700
 DELIVERY_WORKER_EVENTS_S = 10000
 
+# Redis memory of the speed layer's dedupe sets: an event_id costs ≈80 bytes in a Redis set
+# (measured, Redis 6.2) and stays speed_dedupe_ttl_s after its event-time hour. `views` and `alerts`
+# remember every event; `enrich` only purchases and identifies (≈4% of the generator's events).
+SEEN_BYTES_PER_ID = 80
+SEEN_BUCKET_S = 3600
+DEDUPE_GROUPS_ALL_EVENTS = 2
+ENRICH_SHARE = 0.05
+
 # Raw-zone Parquet (zstd) bytes per byte of event JSON: `bench delivery` wrote 61-63 bytes per
 # generated event, whose JSON averages 525 bytes (`lambdalake generate`): 0.12.
 RAW_COMPRESSION_RATIO = 0.12
@@ -71,6 +79,7 @@ class CapacityInput:
     consumer_idle_poll_s: float = 0.2
     speed_worker_events_s: float = SPEED_WORKER_EVENTS_S
     delivery_worker_events_s: float = DELIVERY_WORKER_EVENTS_S
+    dedupe_ttl_s: int = 86400  # LAMBDALAKE_SPEED_DEDUPE_TTL_S
 
     def __post_init__(self) -> None:
         if self.events_per_s <= 0 or self.avg_event_kb <= 0:
@@ -101,6 +110,7 @@ class CapacityPlan:
     delivery_buffer_interval_s: float
     delivery_buffer_records: int
     raw_gb_per_month: float
+    redis_dedupe_gib: float
     monthly_cost_usd: dict[str, dict[str, float]]
     warnings: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
@@ -168,6 +178,8 @@ def plan(spec: CapacityInput) -> CapacityPlan:
         "extended_retention": retained_gb * KINESIS_ON_DEMAND_RETENTION_GB_MONTH,
     }
     raw_gb = gb_in * RAW_COMPRESSION_RATIO
+    remembered = peak * (spec.dedupe_ttl_s + SEEN_BUCKET_S) * (DEDUPE_GROUPS_ALL_EVENTS + ENRICH_SHARE)
+    dedupe_gib = remembered * SEEN_BYTES_PER_ID / 1024**3
     files_month = shards * SECONDS_PER_MONTH / interval
     shared = {
         "raw_zone_storage_first_month": raw_gb * S3_GB_MONTH,
@@ -203,6 +215,9 @@ def plan(spec: CapacityInput) -> CapacityPlan:
         f"one worker process handles {spec.speed_worker_events_s:g} events/s in the speed layer and "
         f"{spec.delivery_worker_events_s:g} in delivery (docs/benchmarks.md, conservative)",
         f"raw zone Parquet is {RAW_COMPRESSION_RATIO:g} of the event JSON (bench delivery, zstd)",
+        f"Redis dedupe sets: {SEEN_BYTES_PER_ID} bytes per event_id, kept {spec.dedupe_ttl_s} s after "
+        f"its hour, by views and alerts for every event and by enrich for {ENRICH_SHARE:.0%} of them; "
+        "the views themselves come on top",
         f"prices: us-east-1 list prices read 2025-06, {HOURS_PER_MONTH} h per month; "
         "excluded: Redis, Redshift, MWAA, ALB, NAT, collector and serving tasks, data transfer",
         f"stream retention {spec.retention_hours} h"
@@ -227,6 +242,7 @@ def plan(spec: CapacityInput) -> CapacityPlan:
         delivery_buffer_interval_s=round(interval, 1),
         delivery_buffer_records=buffer_records,
         raw_gb_per_month=round(raw_gb, 2),
+        redis_dedupe_gib=round(dedupe_gib, 2),
         monthly_cost_usd=cost,
         warnings=warnings,
         assumptions=assumptions,

@@ -45,6 +45,8 @@ def capacity(
         f"LAMBDALAKE_DELIVERY_BUFFER_INTERVAL_S={result.delivery_buffer_interval_s:g}  "
         f"LAMBDALAKE_DELIVERY_BUFFER_RECORDS={result.delivery_buffer_records}",
         f"raw zone       {result.raw_gb_per_month:g} GB per month",
+        f"redis          {result.redis_dedupe_gib:g} GiB for the dedupe sets (LAMBDALAKE_SPEED_DEDUPE_TTL_S "
+        "shortens them); size the node for it plus the views",
         f"monthly cost   provisioned ${cost['provisioned']['total']:,.2f}   on-demand "
         f"${cost['on_demand']['total']:,.2f}   (USD)",
     ]

@@ -151,3 +151,11 @@ def test_cli_table_states_assumptions() -> None:
 def test_cli_refuses_bad_input() -> None:
     result = CliRunner().invoke(app, ["capacity", "--events-per-s", "-1", "--avg-event-kb", "1"])
     assert isinstance(result.exception, LambdalakeError)
+
+
+def test_redis_dedupe_sets_grow_with_traffic_and_the_dedupe_ttl() -> None:
+    # 1000 events/s, no headroom: (86400 + 3600) s × 1000 × 80 bytes × (2 + 0.05) groups
+    p = plan(CapacityInput(events_per_s=1000, avg_event_kb=1, headroom=0))
+    assert p.redis_dedupe_gib == round(1000 * 90000 * 80 * 2.05 / 1024**3, 2) == 13.75
+    shorter = plan(CapacityInput(events_per_s=1000, avg_event_kb=1, headroom=0, dedupe_ttl_s=3600))
+    assert shorter.redis_dedupe_gib == round(1000 * 7200 * 80 * 2.05 / 1024**3, 2)
