@@ -271,7 +271,7 @@ def _contribution(metric: Metric, grain: Grain, item: Column | None) -> tuple[Co
     text, num = F.lit(None).cast("string"), F.lit(1.0)
     order = F.unix_micros(F.col("ts")) / F.lit(1e6)
     if aggregate != "count":
-        path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
+        path = metric.value_path
         assert path is not None  # the catalogue model guarantees it
         if path == "ts" and aggregate in ("min", "max", "last"):
             text, num = order.cast("string"), order

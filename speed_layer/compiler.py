@@ -15,7 +15,7 @@ from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, is_number, parse_duration
 from lambdalake.metrics.evaluate import MICROS, holds, micros, stagger_window
-from speed_layer.codegen import EventSink, event_sink, is_simple
+from speed_layer.codegen import EventSink, event_sink, is_simple, mapping_get
 from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, format_start, retention_s
 
 Getter = Callable[[Mapping[str, Any], Any], Any]
@@ -33,19 +33,12 @@ def _getter(path: str) -> Getter:
     if not name:
         return lambda event, _item: event.get(head)
     if head == "item":
-        return lambda _event, item: _member(item, name)
+        return lambda _event, item: mapping_get(item, name)
 
     def nested(event: Mapping[str, Any], _item: Any) -> Any:
-        return _member(event.get(head), name)
+        return mapping_get(event.get(head), name)
 
     return nested
-
-
-def _member(container: Any, name: str) -> Any:
-    # events are dicts (orjson): the exact type check spares the ABC's isinstance
-    if type(container) is dict:
-        return container.get(name)
-    return container.get(name) if isinstance(container, Mapping) else None
 
 
 def compile_reader(metric: Metric) -> Reader:
@@ -55,8 +48,8 @@ def compile_reader(metric: Metric) -> Reader:
     conditions = [(c, _getter(c.field)) for c in metric.filter.where]
     keys = [_getter(p) for p in metric.by]
     aggregate = metric.aggregate
-    path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
-    value_of = _getter(path) if path and aggregate != "count" else None
+    path = metric.value_path
+    value_of = _getter(path) if path else None
     is_ts = path == "ts"
     numeric_only = aggregate == "sum"
     weight_of = _getter(metric.weight) if metric.weight else None
@@ -235,16 +228,10 @@ class ViewOps:
     refreshing: list[str] = field(default_factory=list)  # sliding keys whose TTL ``payload`` refreshes
 
     def add(self, cm: CompiledMetric, event: Mapping[str, Any], ts: float, watermark: float) -> set[str]:
-        """Add one event's updates of one metric; returns the windows it was too late for."""
-        return self.add_event((cm,), event, ts, watermark)
-
-    def add_event(
-        self, metrics: Iterable[CompiledMetric], event: Mapping[str, Any], ts: float, watermark: float
-    ) -> set[str]:
-        """Add one event's updates of these metrics; returns the windows it was too late for."""
+        """Add one event's updates of one metric; returns the windows it was too late for. (A batch
+        adds all of an event's metrics at once: ``CompiledViews.sink_for``.)"""
         late: set[str] = set()
-        for cm in metrics:
-            cm.sink(self, event, ts, watermark, late)  # type: ignore[misc]
+        cm.sink(self, event, ts, watermark, late)  # type: ignore[misc]
         return late
 
     def _windows(

@@ -41,6 +41,7 @@ _FIELD = re.compile(
 MAX_SLIDING_BUCKETS = 120  # buckets merged to answer one sliding span (PFCOUNT/ZUNION of that many keys)
 MAX_STAGGER_S = 3600  # a stagger window lives in the hourly table of its start and may run into the next hour
 STAGGER_AGGREGATES = ("count", "sum", "count_distinct", "min", "max", "last")  # one number per window
+FIELD_AGGREGATES = ("sum", "count_distinct", "min", "max", "last")  # read ``field``; the others ``item``
 # `by` paths that are (or determine) the stream's partition key: every event of a stagger key then
 # reaches the speed layer through one shard, in order, so its open windows have one writer.
 STAGGER_KEYS = ("user", "user_id")
@@ -239,6 +240,14 @@ class Metric(BaseModel):
     @property
     def is_derived(self) -> bool:
         return self.formula is not None
+
+    @property
+    def value_path(self) -> str | None:
+        """The path the aggregate reads from each event: ``field`` for sum, count_distinct, min, max
+        and last, ``item`` for top_k, last_n and co_occurrence; None for count."""
+        if self.aggregate == "count":
+            return None
+        return self.field if self.aggregate in FIELD_AGGREGATES else self.item
 
     @property
     def window_seconds(self) -> list[int]:

@@ -101,7 +101,7 @@ def contributions(metric: Metric, event: Mapping[str, Any]) -> Iterator[Contribu
         if aggregate == "count":
             yield Contribution(key, 1, 1.0)
             continue
-        path = metric.field if aggregate in ("sum", "count_distinct", "min", "max", "last") else metric.item
+        path = metric.value_path
         assert path is not None  # the catalogue model guarantees it
         value = field_value(event, path, item)
         if value is None:
