@@ -162,32 +162,32 @@ def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[
     heap.settle()  # the worker's own clients exist now; `lambdalake speed` settles at the same point
     worker.start()
     started = time.perf_counter()
-
-    def done() -> bool:
-        keys = [f"b:views:shard:{settings.stream_name}:{s}" for s in last]
-        return all((redis.hget(k, "hwm") or b"").decode() == last[s] for k, s in zip(keys, last, strict=True))
-
-    while not done():
-        time.sleep(0.005)
+    _wait_applied(settings, redis, ["views"], last)
     return time.perf_counter() - started, worker
+
+
+def _wait_applied(settings: Settings, redis: Any, groups: list[str], last: dict[str, str]) -> None:
+    """Until every group's high-water mark on every shard is the shard's last record."""
+    from speed_layer.keys import SpeedKeys
+
+    keys = SpeedKeys(settings.speed_key_prefix)
+    states = [(keys.shard_state(g, settings.stream_name, s), seq) for g in groups for s, seq in last.items()]
+    while not all((redis.hget(k, "hwm") or b"").decode() == seq for k, seq in states):
+        time.sleep(0.005)
 
 
 def _all_groups_seconds(settings: Settings, redis: Any, last: dict[str, str]) -> float:
     """Seconds one `lambdalake speed` process as deployed (views, alerts and enrich groups, fresh
     leases and state) takes until every group has applied every record of the stream."""
-    from speed_layer.keys import SpeedKeys
     from speed_layer.service import GROUPS, SpeedService
 
     own = settings.model_copy(update={"speed_key_prefix": "ball", "consumer_key_prefix": "bench-all"})
-    keys = SpeedKeys(own.speed_key_prefix)
     service = SpeedService(own, list(GROUPS))
     heap.settle()  # as the CLI does, once the service's clients exist
     started = time.perf_counter()
     service.start()
     try:
-        states = [(keys.shard_state(g, own.stream_name, s), seq) for g in GROUPS for s, seq in last.items()]
-        while not all((redis.hget(k, "hwm") or b"").decode() == seq for k, seq in states):
-            time.sleep(0.005)
+        _wait_applied(own, redis, list(GROUPS), last)
         return time.perf_counter() - started
     finally:
         service.stop()

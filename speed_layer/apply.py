@@ -320,7 +320,9 @@ class EffectivelyOnceProcessor:
             return True
         types = self.event_types
         relevant = (
-            fresh if types is None else [p for p in fresh if p.event and p.event.get("event_type") in types]
+            fresh
+            if types is None
+            else [p for p in fresh if p.event is not None and p.event.get("event_type") in types]
         )
         seen, prefetched = self._lookups(relevant)
         builder = self.builder(relevant, prefetched)
@@ -343,9 +345,11 @@ class EffectivelyOnceProcessor:
                     # A clock far ahead must not close every window: event time counts for the
                     # watermark only up to a little past the record's arrival.
                     ts, arrival = p.ts, p.record.arrival_ts
-                    capped = arrival + future_skew
-                    if (ts if ts < capped else capped) > maxts:
-                        maxts = ts if ts < capped else capped
+                    counted = arrival + future_skew
+                    if ts < counted:
+                        counted = ts
+                    if counted > maxts:
+                        maxts = counted
                     if types is not None and event.get("event_type") not in types:
                         applied += 1  # nothing for this group to do: the hwm moves past it
                         continue
@@ -361,9 +365,8 @@ class EffectivelyOnceProcessor:
                         for window in late:
                             counts.late_windows[window] = counts.late_windows.get(window, 0) + 1
                     hour = int(ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
-                    expires = (
-                        int(arrival if arrival > hour + SEEN_BUCKET_S else hour + SEEN_BUCKET_S) + dedupe_ttl
-                    )
+                    ends = hour + SEEN_BUCKET_S
+                    expires = int(arrival if arrival > ends else ends) + dedupe_ttl
                     entry = new_ids.get(hour)
                     if entry is None:
                         entry = new_ids[hour] = ([expires], [])
