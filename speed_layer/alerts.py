@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor
+from speed_layer.apply import EffectivelyOnceProcessor, encode_ops
 from speed_layer.keys import ALERT_STATE_TTL_S, SpeedKeys
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
@@ -116,7 +116,7 @@ class AlertsBatch:
             }
         )
 
-    def drain(self) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    def drain(self) -> tuple[list[Any], list[dict[str, Any]]]:
         keys = self.p.keys
         ops: list[list[Any]] = [
             ["hset", keys.alert_user(u), -ALERT_STATE_TTL_S, "s", orjson.dumps(self.state[u]).decode()]
@@ -137,7 +137,7 @@ class AlertsBatch:
                 ]
             )
         raised, self.alerts, self.touched = self.alerts, [], set()
-        return ops, raised
+        return encode_ops(ops), raised
 
 
 class AlertsProcessor(EffectivelyOnceProcessor):

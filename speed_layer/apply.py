@@ -23,7 +23,7 @@ runtime's checkpoint is only where reading restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,13 +45,17 @@ CHUNK = 100  # records per script call; a batch's chunks are pipelined
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
 # ARGV[1]: MessagePack (≈80% of cjson's instructions to decode, docs/benchmarks.md):
 #   {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
-#    counts: {field: n}, ops: [[kind, key, expiry, args...]]}
-# An op's expiry: > 0 EXPIREAT, < 0 EXPIRE -e, 0 none; ``[e]`` (not for cooc, hset, zadd, xadd):
-# the same, but only when the op may have created the key — the caller knows the key's expiry is set
-# already (a window key's expiry never changes; a sliding one was refreshed recently, see
-# compiler.payload). "May have": counters, sums, min/max and last know; zincr, pfadd and lastn
-# tell from their first reply, which can say "created" for a key that existed (an extra expiry,
-# harmless) but never the reverse.
+#    counts: {field: n}, ops: [kind, key, ecmd, earg, only_if_created, argc, args..., kind, ...]}
+# The ops are one flat array (``encode_ops``): decoding builds no table per op, and it was a table
+# and a growing array per op (plus one for its expiry) that made MessagePack a fifth of the script.
+# An op's expiry: ``ecmd`` EXPIREAT or EXPIRE with ``earg``, or false for none; only_if_created (not
+# for cooc, hset, zadd, xadd): set it only when the op may have created the key — the caller knows
+# the key's expiry is set already (a window key's expiry never changes; a sliding one was refreshed
+# recently, see compiler.payload). "May have": counters, sums, min/max and last know; zincr, pfadd
+# and lastn tell from their first reply, which can say "created" for a key that existed (an extra
+# expiry, harmless) but never the reverse.
+# Arguments Redis takes are strings, and values the script compares come as numbers beside them:
+# a number passed to redis.call is formatted with %.17g and tonumber() parses a string twice.
 # Returns {1} applied, {0} hwm moved, {-1, event_id} an event_id was seen meanwhile.
 APPLY_LUA = r"""
 local p = cmsgpack.unpack(ARGV[1])
@@ -69,83 +73,111 @@ for _, s in ipairs(p.seen) do
   local ttl = redis.call('TTL', s[1])
   if ttl < 0 or ttl < s[2] - p.now then redis.call('EXPIREAT', s[1], s[2]) end
 end
-local function expire(key, e)
-  if e > 0 then redis.call('EXPIREAT', key, e) elseif e < 0 then redis.call('EXPIRE', key, -e) end
-end
-for _, op in ipairs(p.ops) do
-  local kind, key = op[1], op[2]
+local ops, i, n = p.ops, 1, #p.ops
+while i <= n do
+  local kind, key, ecmd, earg, only = ops[i], ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
+  local a = i + 6  -- the op's first argument; its last is z
+  local z = i + 5 + ops[i + 5]
+  i = z + 1
   local created = false  -- the op made the key: counters, sums, min/max and last can tell for free
-  if kind == 'incr' then
-    created = redis.call('INCRBY', key, op[4]) == op[4]
+  if kind == 'incr' then  -- n as a string, then as a number
+    created = redis.call('INCRBY', key, ops[a]) == ops[a + 1]
   elseif kind == 'incrf' then
     -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
     -- 15 significant digits are exact for a double and drop the binary noise (427.03, not ...03000000000003).
     local stored = redis.call('GET', key)  -- and SET ... KEEPTTL below: a plain SET drops the TTL
     created = not stored
-    local sum = (tonumber(stored) or 0) + tonumber(op[4])
+    local sum = (tonumber(stored) or 0) + tonumber(ops[a])
     redis.call('SET', key, string.format('%.15g', sum), 'KEEPTTL')
   elseif kind == 'pfadd' then
-    created = redis.call('PFADD', key, unpack(op, 4)) == 1  -- 1 whenever it creates the key
-  elseif kind == 'max' then
+    created = redis.call('PFADD', key, unpack(ops, a, z)) == 1  -- 1 whenever it creates the key
+  elseif kind == 'max' then  -- the value as a string, then as a number
     -- one call when the value grows (event times mostly do), a second to put a greater one back
-    local stored = redis.call('SET', key, op[4], 'KEEPTTL', 'GET')
+    local stored = redis.call('SET', key, ops[a], 'KEEPTTL', 'GET')
     created = not stored
     local old = tonumber(stored)  -- nil for a value that is not a number: replaced, as before
-    if old and old > tonumber(op[4]) then redis.call('SET', key, stored, 'KEEPTTL') end
+    if old and old > ops[a + 1] then redis.call('SET', key, stored, 'KEEPTTL') end
   elseif kind == 'min' then
     local stored = tonumber(redis.call('GET', key))
     created = not stored
-    if not stored or tonumber(op[4]) < stored then redis.call('SET', key, op[4], 'KEEPTTL') end
-  elseif kind == 'last' then
+    if not stored or ops[a + 1] < stored then redis.call('SET', key, ops[a], 'KEEPTTL') end
+  elseif kind == 'last' then  -- time as a string, value, time as a number
     local stored = tonumber(redis.call('HGET', key, 't'))
     created = not stored
-    if not stored or stored <= tonumber(op[4]) then
-      redis.call('HSET', key, 't', op[4], 'v', op[5])
+    if not stored or stored <= ops[a + 2] then
+      redis.call('HSET', key, 't', ops[a], 'v', ops[a + 1])
     end
-  elseif kind == 'zincr' then
+  elseif kind == 'zincr' then  -- increments written as Redis writes scores (%.17g)
     -- a key this op creates gets its first member new: the first score equals its increment
-    created = tonumber(redis.call('ZINCRBY', key, op[4], op[5])) == tonumber(op[4])
-    for i = 6, #op, 2 do redis.call('ZINCRBY', key, op[i], op[i + 1]) end
-  elseif kind == 'lastn' then
-    created = redis.call('ZADD', key, 'GT', unpack(op, 5)) > 0  -- members added: > 0 if created
-    redis.call('ZREMRANGEBYRANK', key, 0, -(op[4] + 1))
-  elseif kind == 'cooc' then
-    local prefix, item_expiry = op[4], op[5]
-    for i = 6, #op do
-      local item = op[i]
+    created = redis.call('ZINCRBY', key, ops[a], ops[a + 1]) == ops[a]
+    for j = a + 2, z, 2 do redis.call('ZINCRBY', key, ops[j], ops[j + 1]) end
+  elseif kind == 'lastn' then  -- ZREMRANGEBYRANK's stop, then score/member pairs
+    created = redis.call('ZADD', key, 'GT', unpack(ops, a + 1, z)) > 0  -- members added: > 0 if created
+    redis.call('ZREMRANGEBYRANK', key, '0', ops[a])
+  elseif kind == 'cooc' then  -- the item sets' prefix and expiry, then the items
+    local prefix, icmd, iarg = ops[a], ops[a + 1], ops[a + 2]
+    for j = a + 3, z do
+      local item = ops[j]
       if redis.call('SISMEMBER', key, item) == 0 then
         for _, other in ipairs(redis.call('SMEMBERS', key)) do
-          redis.call('ZINCRBY', prefix .. item, 1, other)
+          redis.call('ZINCRBY', prefix .. item, '1', other)
           -- the other item's set had its expiry from its own view; a first pair may create it
-          if redis.call('ZINCRBY', prefix .. other, 1, item) == '1' then
-            expire(prefix .. other, item_expiry)
+          if redis.call('ZINCRBY', prefix .. other, '1', item) == '1' and icmd then
+            redis.call(icmd, prefix .. other, iarg)
           end
         end
         redis.call('SADD', key, item)
-        expire(prefix .. item, item_expiry)
+        if icmd then redis.call(icmd, prefix .. item, iarg) end
       end
     end
   elseif kind == 'hset' then
-    redis.call('HSET', key, unpack(op, 4))
+    redis.call('HSET', key, unpack(ops, a, z))
   elseif kind == 'zadd' then
-    redis.call('ZADD', key, unpack(op, 5))
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. op[4])
+    redis.call('ZADD', key, unpack(ops, a + 1, z))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ops[a])
   elseif kind == 'xadd' then
-    redis.call('XADD', key, 'MAXLEN', '~', op[4], '*', unpack(op, 5))
+    redis.call('XADD', key, 'MAXLEN', '~', ops[a], '*', unpack(ops, a + 1, z))
   end
-  local e = op[3]
-  if type(e) == 'table' then  -- {e}: only if the op created the key (its expiry is set already)
-    if created then expire(key, e[1]) end
-  else
-    expire(key, e)
-  end
+  if ecmd and (created or not only) then redis.call(ecmd, key, earg) end
 end
 redis.call('HSET', p.state, 'hwm', p.hwm, 'maxts', p.maxts)
-for name, n in pairs(p.counts) do
-  if n ~= 0 then redis.call('HINCRBY', p.stats, name, n) end
+for name, count in pairs(p.counts) do
+  if count ~= 0 then redis.call('HINCRBY', p.stats, name, count) end
 end
 return {1}
 """
+
+
+def expire_command(expiry: int) -> tuple[Any, str, bool]:
+    """An op's expiry on the wire: > 0 EXPIREAT it, < 0 EXPIRE -it, 0 none (the flag: not "only if
+    created")."""
+    if expiry > 0:
+        return "EXPIREAT", str(expiry), False
+    if expiry < 0:
+        return "EXPIRE", str(-expiry), False
+    return False, "", False
+
+
+def encode_ops(ops: Iterable[Sequence[Any]]) -> list[Any]:
+    """``[kind, key, expiry, args...]`` ops (expiry as ``[e]``: only if the op created the key) in
+    the script's flat wire form; the args as the script takes them (see ``ViewOps.payload``)."""
+    flat: list[Any] = []
+    for kind, key, expiry, *args in ops:
+        only = isinstance(expiry, list)
+        command, argument, _ = expire_command(expiry[0] if only else expiry)
+        flat += (kind, key, command, argument, only, len(args), *args)
+    return flat
+
+
+def decode_ops(flat: Sequence[Any]) -> list[list[Any]]:
+    """The flat wire form back as ``[kind, key, expiry or [expiry], args...]`` ops (for reading)."""
+    ops, i = [], 0
+    while i < len(flat):
+        kind, key, command, argument, only, argc = flat[i : i + 6]
+        expiry = {"EXPIREAT": 1, "EXPIRE": -1}.get(command, 0) * int(argument or 0)
+        ops.append([kind, key, [expiry] if only else expiry, *flat[i + 6 : i + 6 + argc]])
+        i += 6 + argc
+    return ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +218,9 @@ class BatchBuilder(Protocol):
         """Take one new event; return the windows it came too late for (empty: applied in full)."""
         ...
 
-    def drain(self) -> tuple[list[list[Any]], Any]:
-        """The updates taken since the last drain, and a note for ``committed`` once they are durable."""
+    def drain(self) -> tuple[list[Any], Any]:
+        """The updates taken since the last drain (ops in the flat wire form, ``encode_ops``), and
+        a note for ``committed`` once they are durable."""
         ...
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from lambdalake.metrics.catalogue import Catalogue, Metric, is_number, parse_duration
 from lambdalake.metrics.evaluate import MICROS, holds, micros, stagger_window
+from speed_layer.apply import expire_command
 from speed_layer.codegen import EventSink, event_sink, is_simple, mapping_get
 from speed_layer.keys import LIFETIME, SCOPE_TTL_S, SpeedKeys, format_start, retention_s
 
@@ -358,52 +359,74 @@ class ViewOps:
             entry = self.pairs[scope_key] = (item_prefix, expiry, [])
         entry[2].append(str(item))
 
-    def payload(self, refreshed: Mapping[str, float] | None = None, now: float = 0.0) -> list[list[Any]]:
-        """The ops for ``apply.lua``: [kind, key, expiry, args...].
+    def payload(self, refreshed: Mapping[str, float] | None = None, now: float = 0.0) -> list[Any]:
+        """The ops for ``apply.lua``, in its flat wire form (``apply.encode_ops``): for each op
+        ``kind, key, expire command, its argument, only_if_created, argc, args...``. What Redis
+        takes goes as a string and what the script compares as a number too: Redis formats a
+        number argument with ``%.17g`` and Lua's ``tonumber`` parses a string twice, ≈1,900
+        instructions each, which were an eighth of the script.
 
         Every op but co-occurrence pairs and stagger starts can tell in Lua whether it (may have)
-        created its key, so its expiry goes as ``[e]``, "only if created", when it needs no refresh:
-        always for a window key
-        (its EXPIREAT never changes), and for a sliding (lifetime) key that ``refreshed`` says was
-        given its TTL within the last tenth of it (at most a day). The sliding keys whose TTL this
-        payload refreshes are left in ``self.refreshing``, for the caller to record once applied.
-        Most of a batch's Redis calls were these EXPIREs (docs/benchmarks.md, speed).
+        created its key, so its expiry goes "only if created" when it needs no refresh: always for
+        a window key (its EXPIREAT never changes), and for a sliding (lifetime) key that
+        ``refreshed`` says was given its TTL within the last tenth of it (at most a day). The
+        sliding keys whose TTL this payload refreshes are left in ``self.refreshing``, for the
+        caller to record once applied. Most of a batch's Redis calls were these EXPIREs
+        (docs/benchmarks.md, speed).
         """
-        ops: list[list[Any]] = []
+        ops: list[Any] = []
+        add = ops.extend
         expiry = self.expiry
         refreshing = self.refreshing = []
         known = refreshed if refreshed is not None else {}
 
-        def once(k: str) -> Any:
+        def once(k: str) -> tuple[Any, str, bool]:
             e = expiry[k]
             if e > 0:
-                return [e]
+                return "EXPIREAT", str(e), True
             if e < 0:
                 last = known.get(k)
                 if last is not None and now - last < min(-e / 10, MAX_REFRESH_S):
-                    return [e]
+                    return "EXPIRE", str(-e), True
                 refreshing.append(k)
-            return e
+            return expire_command(e)
 
-        ops += [["incr", k, once(k), n] for k, n in self.counts.items()]
-        ops += [["incrf", k, once(k), repr(v)] for k, v in self.sums.items()]
+        for k, n in self.counts.items():
+            add(("incr", k, *once(k), 2, str(n), n))
+        for k, v in self.sums.items():
+            add(("incrf", k, *once(k), 1, repr(v)))
         for k, members in self.distinct.items():
-            ops += [["pfadd", k, once(k), *chunk] for chunk in _chunks(sorted(members))]
-        ops += [["min", k, once(k), repr(v)] for k, v in self.mins.items()]
-        ops += [["max", k, once(k), repr(v)] for k, v in self.maxs.items()]
-        ops += [["last", k, once(k), repr(t), v] for k, (t, v) in self.lasts.items()]
+            head = once(k)
+            for chunk in _chunks(sorted(members)):
+                add(("pfadd", k, *head, len(chunk)))
+                add(chunk)
+        for k, v in self.mins.items():
+            add(("min", k, *once(k), 2, repr(v), v))
+        for k, v in self.maxs.items():
+            add(("max", k, *once(k), 2, repr(v), v))
+        for k, (t, v) in self.lasts.items():
+            add(("last", k, *once(k), 3, repr(t), v, t))
         for k, ranks in self.ranks.items():
-            flat = [x for member, w in ranks.items() for x in (repr(w), member)]
-            ops += [["zincr", k, once(k), *chunk] for chunk in _chunks(flat)]
+            head = once(k)
+            # "%.17g" is how Redis writes a score: the script tells "created" by comparing strings
+            for chunk in _chunks([x for member, w in ranks.items() for x in (f"{w:.17g}", member)]):
+                add(("zincr", k, *head, len(chunk)))
+                add(chunk)
         for k, (n, recent) in self.recents.items():
-            flat = [x for member, ts in recent.items() for x in (repr(ts), member)]
-            ops += [["lastn", k, once(k), n, *chunk] for chunk in _chunks(flat)]
+            head = once(k)
+            for chunk in _chunks([x for member, ts in recent.items() for x in (repr(ts), member)]):
+                add(("lastn", k, *head, len(chunk) + 1, str(-(n + 1))))  # ZREMRANGEBYRANK's stop
+                add(chunk)
         for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
-            ops.append(["cooc", scope_key, -SCOPE_TTL_S, item_prefix, item_expiry, *items])
+            add(("cooc", scope_key, "EXPIRE", str(SCOPE_TTL_S), False, len(items) + 3, item_prefix))
+            add(expire_command(item_expiry)[:2])
+            add(items)
         # strings: Lua would print a µs score in 14 digits
         for index, (expireat, floor, opened) in self.opened.items():
             flat = [x for start in opened for x in (str(start), format_start(start))]
-            ops += [["zadd", index, expireat, str(floor), *chunk] for chunk in _chunks(flat)]
+            for chunk in _chunks(flat):
+                add(("zadd", index, "EXPIREAT", str(expireat), False, len(chunk) + 1, str(floor)))
+                add(chunk)
         return ops
 
 

@@ -27,7 +27,7 @@ import orjson
 
 from lambdalake import lake
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor
+from speed_layer.apply import EffectivelyOnceProcessor, encode_ops
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
 
@@ -164,7 +164,7 @@ class EnrichBatch:
             "traits": (self.traits.get(user) or {}).get("traits") if user else None,
         }
 
-    def drain(self) -> tuple[list[list[Any]], int]:
+    def drain(self) -> tuple[list[Any], int]:
         keys, settings = self.p.keys, self.p.settings
         ops: list[list[Any]] = [
             [
@@ -191,7 +191,7 @@ class EnrichBatch:
             )
         written = len(self.orders)
         self.orders, self.changed = [], set()
-        return ops, written
+        return encode_ops(ops), written
 
 
 class EnrichProcessor(EffectivelyOnceProcessor):

@@ -51,7 +51,7 @@ class ViewsBatch:
         self.views.sink_for(event.get("event_type"))(self.collected, event, parsed.ts, watermark, late)
         return late
 
-    def drain(self) -> tuple[list[list[Any]], tuple[float, list[str]]]:
+    def drain(self) -> tuple[list[Any], tuple[float, list[str]]]:
         now = time.time()
         ops = self.collected.payload(self.refreshed, now)
         note = (now, self.collected.refreshing)

@@ -12,6 +12,7 @@ from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue, parse_duration
 from lambdalake.metrics.evaluate import contributions, event_time_s
 from lambdalake.stream.bus import StreamRecord
+from speed_layer.apply import decode_ops, encode_ops
 from speed_layer.compiler import MAX_ARGS, ViewOps, compile_reader, compile_views
 from speed_layer.keys import SCOPE_TTL_S, SpeedKeys, retention_s
 from speed_layer.records import parse_records
@@ -131,17 +132,17 @@ def test_a_batch_is_aggregated_per_key_and_serialised_for_the_script() -> None:
         "P2": _ts("2026-01-01T10:00:01+00:00"),
         "P3": _ts("2026-01-01T10:00:03+00:00"),
     }
-    payload = ops.payload()
+    payload = decode_ops(ops.payload())
     kinds = {op[0] for op in payload}
     assert {"incr", "zincr", "lastn", "cooc", "pfadd", "min", "max"} <= kinds
     (cooc,) = [op for op in payload if op[0] == "cooc"]
     assert cooc[1] == "t:scope:co_viewed_products:lifetime:s1"
     assert cooc[2] == -SCOPE_TTL_S
     assert cooc[3] == "t:v:co_viewed_products:lifetime:"
-    assert cooc[5:] == ["P1", "P2", "P1", "P3", "P1"]
+    assert cooc[6:] == ["P1", "P2", "P1", "P3", "P1"]
     (count,) = [op for op in payload if op[1] == f"t:v:product_views:1m:{minute}"]
     # a window key's expiry never changes: set only by the op that creates the key
-    assert count == ["incr", f"t:v:product_views:1m:{minute}", [minute + 60 + 2 * 86400], 5]
+    assert count == ["incr", f"t:v:product_views:1m:{minute}", [minute + 60 + 2 * 86400], "5", 5]
 
 
 def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_ttls_only_on_creation() -> None:
@@ -156,7 +157,7 @@ def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_tt
         ops = ViewOps()
         ops.add(user_events, event, ts, 0.0)
         ops.add(page_views, event, ts, 0.0)
-        return {op[1]: op[2] for op in ops.payload(refreshed, now)}, ops.refreshing
+        return {op[1]: op[2] for op in decode_ops(ops.payload(refreshed, now))}, ops.refreshing
 
     ttl = parse_duration(RETENTION["lifetime"])
     first, refreshing = build({}, 1000.0)
@@ -171,6 +172,25 @@ def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_tt
     assert refreshing == [lifetime_key]
 
 
+def test_the_flat_wire_form_round_trips_every_op_shape() -> None:
+    ops = [
+        ["incr", "k1", [1700000000], "5", 5],
+        ["zincr", "k2", -86400, "1", "P1", "2", "P2"],
+        ["cooc", "k3", -3600, "prefix:", "EXPIREAT", "1700000100", "P1", "P2"],
+        ["xadd", "k4", 0, 1000, "alert_id", "a1", "alert", "{}"],
+        ["hset", "k5", [-60]],  # no arguments at all
+    ]
+    flat = encode_ops(ops)
+    assert flat[:8] == ["incr", "k1", "EXPIREAT", "1700000000", True, 2, "5", 5]
+    assert decode_ops(flat) == ops
+    # ViewOps writes the same form without building op lists first
+    views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
+    built = ViewOps()
+    for event in _events(200):
+        views.sink_for(event.get("event_type"))(built, event, event_time_s(event), 0.0, set())
+    assert encode_ops(decode_ops(built.payload())) == built.payload()
+
+
 def test_large_member_lists_are_split_under_luas_unpack_limit() -> None:
     views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
     (active,) = [c for c in views.metrics if c.name == "active_users"]
@@ -179,7 +199,7 @@ def test_large_member_lists_are_split_under_luas_unpack_limit() -> None:
         event = _event("page_view", "2026-01-01T10:00:00Z", path="/")
         event["user_id"] = f"u{i}"
         ops.add(active, event, _ts("2026-01-01T10:00:00+00:00"), 0.0)
-    minute_ops = [op for op in ops.payload() if op[1].startswith("t:v:active_users:1m:")]
+    minute_ops = [op for op in decode_ops(ops.payload()) if op[1].startswith("t:v:active_users:1m:")]
     assert [len(op) - 3 for op in minute_ops] == [MAX_ARGS, MAX_ARGS, 5]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from lambdalake.metrics.catalogue import CatalogueError, load_catalogue, parse_catalogue
 from lambdalake.metrics.evaluate import MICROS, assign_stagger, contributions, micros, stagger_window
+from speed_layer.apply import decode_ops
 from speed_layer.compiler import ViewOps, compile_views
 from speed_layer.keys import SpeedKeys, format_start, retention_s
 
@@ -177,7 +178,7 @@ def test_the_compiler_counts_per_key_and_window_and_records_the_starts_it_opens(
     }
     # a window's key expires its retention after the window ends (rounded up to a second)
     assert ops.expiry[f"t:v:user_page_views_stagger:stagger_1m:{int(T0)}.5:u1"] == int(T0) + 61 + 2 * 86400
-    zadds = {op[1]: op for op in ops.payload() if op[0] == "zadd"}
+    zadds = {op[1]: op for op in decode_ops(ops.payload()) if op[0] == "zadd"}
     u1 = zadds["t:stagger:user_page_views_stagger:stagger_1m:u1"]
     assert u1[2] == int(T0) + 121 + 2 * 86400  # the newest window's end plus retention
     assert u1[4:] == [str(micros(T0 + 0.5)), f"{int(T0)}.5", str(micros(T0 + 60.5)), f"{int(T0) + 60}.5"]
