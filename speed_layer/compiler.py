@@ -380,42 +380,52 @@ class ViewOps:
         refreshing = self.refreshing = []
         known = refreshed if refreshed is not None else {}
 
+        heads: dict[tuple[int, bool], tuple[Any, str, bool]] = {}  # (expiry, only) -> wire head
+
         def once(k: str) -> tuple[Any, str, bool]:
             e = expiry[k]
-            if e > 0:
-                return "EXPIREAT", str(e), True
+            only = e > 0
             if e < 0:
                 last = known.get(k)
-                if last is not None and now - last < min(-e / 10, MAX_REFRESH_S):
-                    return "EXPIRE", str(-e), True
-                refreshing.append(k)
-            return expire_command(e)
+                only = last is not None and now - last < min(-e / 10, MAX_REFRESH_S)
+                if not only:
+                    refreshing.append(k)
+            head = heads.get((e, only))
+            if head is None:
+                command, argument, _ = expire_command(e)
+                head = heads[e, only] = (command, argument, only)
+            return head
 
         for k, n in self.counts.items():
-            add(("incr", k, *once(k), 2, str(n), n))
+            h = once(k)
+            add(("incr", k, h[0], h[1], h[2], 2, str(n), n))
         for k, v in self.sums.items():
-            add(("incrf", k, *once(k), 1, repr(v)))
+            h = once(k)
+            add(("incrf", k, h[0], h[1], h[2], 1, repr(v)))
         for k, members in self.distinct.items():
-            head = once(k)
+            h = once(k)
             for chunk in _chunks(sorted(members)):
-                add(("pfadd", k, *head, len(chunk)))
+                add(("pfadd", k, h[0], h[1], h[2], len(chunk)))
                 add(chunk)
         for k, v in self.mins.items():
-            add(("min", k, *once(k), 2, repr(v), v))
+            h = once(k)
+            add(("min", k, h[0], h[1], h[2], 2, repr(v), v))
         for k, v in self.maxs.items():
-            add(("max", k, *once(k), 2, repr(v), v))
+            h = once(k)
+            add(("max", k, h[0], h[1], h[2], 2, repr(v), v))
         for k, (t, v) in self.lasts.items():
-            add(("last", k, *once(k), 3, repr(t), v, t))
+            h = once(k)
+            add(("last", k, h[0], h[1], h[2], 3, repr(t), v, t))
         for k, ranks in self.ranks.items():
-            head = once(k)
+            h = once(k)
             # "%.17g" is how Redis writes a score: the script tells "created" by comparing strings
             for chunk in _chunks([x for member, w in ranks.items() for x in (f"{w:.17g}", member)]):
-                add(("zincr", k, *head, len(chunk)))
+                add(("zincr", k, h[0], h[1], h[2], len(chunk)))
                 add(chunk)
         for k, (n, recent) in self.recents.items():
-            head = once(k)
+            h = once(k)
             for chunk in _chunks([x for member, ts in recent.items() for x in (repr(ts), member)]):
-                add(("lastn", k, *head, len(chunk) + 1, str(-(n + 1))))  # ZREMRANGEBYRANK's stop
+                add(("lastn", k, h[0], h[1], h[2], len(chunk) + 1, str(-(n + 1))))  # ZREMRANGEBYRANK's stop
                 add(chunk)
         for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
             add(("cooc", scope_key, "EXPIRE", str(SCOPE_TTL_S), False, len(items) + 3, item_prefix))
