@@ -2,11 +2,12 @@
 
 Starts its own kinesalite and redis-server in a temporary home on free ports, then measures:
 
-- ``process_events_per_s``: ``ViewsProcessor.process_records`` over in-memory batches of 500
-  generated events (duplicates, late and malformed ones included) into Redis: the processor's own
-  ceiling, one process;
+- ``process_events_per_s``: ``ViewsProcessor.process_records`` over in-memory batches of
+  ``consumer_batch_size`` (1,000 by default) generated events (duplicates, late and malformed ones
+  included) into Redis: the processor's own ceiling, one process;
 - ``stream_ceiling_events_per_s``: a bare read loop over every shard of a stream holding those
-  events (GetRecords and nothing else): what the stream can give one reader;
+  events (GetRecords of ``consumer_batch_size`` records, as the worker reads, and nothing else):
+  what the stream can give one reader;
 - ``events_per_s_per_worker``: one consumer-runtime worker (leases, checkpoints) with the views
   processor reading that stream from TRIM_HORIZON until every record is applied;
 - ``events_per_s_all_groups``: one speed process as deployed (views, alerts and enrich, each
@@ -55,7 +56,6 @@ def _engines(home: Path) -> tuple[Settings, list[Any]]:
         stream_name="bench-speed",
         speed_key_prefix="b",
         consumer_key_prefix="bench",
-        consumer_batch_size=500,
         consumer_idle_poll_s=0.02,
     )
     engines = [
@@ -124,8 +124,9 @@ def _process_rate(settings: Settings, redis: Any, lines: list[tuple[bytes, str, 
     records = [StreamRecord("shard-0", str(10**20 + i), k, line, ts) for i, (line, k, ts) in enumerate(lines)]
     ctx = BatchContext("views", local.stream_name, "shard-0", "bench", 1, 0, 1)
     started = time.perf_counter()
-    for i in range(0, len(records), 500):
-        processor.process_records(records[i : i + 500], ctx)
+    size = settings.consumer_batch_size
+    for i in range(0, len(records), size):
+        processor.process_records(records[i : i + size], ctx)
     return len(records) / (time.perf_counter() - started)
 
 
@@ -137,7 +138,7 @@ def _stream_ceiling(settings: Settings, bus: Any, total: int) -> float:
     for shard in bus.list_shards(settings.stream_name):
         iterator: str | None = bus.shard_iterator(settings.stream_name, shard.shard_id, TRIM_HORIZON)
         while iterator:
-            batch = bus.read(shard.shard_id, iterator, 500)
+            batch = bus.read(shard.shard_id, iterator, settings.consumer_batch_size)  # as the worker reads
             read += len(batch.records)
             iterator = batch.next_iterator
             if not batch.records and batch.millis_behind_latest == 0:

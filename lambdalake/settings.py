@@ -335,7 +335,12 @@ class Settings(BaseSettings):
     # --- consumer runtime (leases, checkpoints, retries, DLQ) -----------------------------------
     # Defaults for every consumer group; `consumer_groups` overrides them per group, e.g.
     # LAMBDALAKE_CONSUMER_GROUPS='{"views": {"batch_size": 1000}, "alerts": {"starting_position": "LATEST"}}'.
-    consumer_batch_size: int = Field(default=500, ge=1, le=10000)
+    consumer_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=10000,
+        description="Most records per batch (and per GetRecords); a consumer that keeps up gets fewer.",
+    )
     consumer_max_batching_window_s: float = Field(default=0.0, ge=0.0, le=300.0)
     consumer_max_retry_attempts: int = Field(
         default=3, ge=-1, description="Retries before a failing record goes to the DLQ; -1 retries forever."

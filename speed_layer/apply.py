@@ -40,7 +40,7 @@ from speed_layer.records import ParsedRecord, parse_records
 
 MAX_CONFLICTS = 5
 SEEN_CHUNK = 1000
-CHUNK = 100  # records per script call; a batch's chunks are pipelined
+CHUNK = 250  # records per script call; a batch's chunks are pipelined (docs/benchmarks.md)
 
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
 # ARGV[1]: MessagePack (≈80% of cjson's instructions to decode, docs/benchmarks.md):
