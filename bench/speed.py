@@ -3,7 +3,7 @@
 Starts its own kinesalite and redis-server in a temporary home on free ports, then measures:
 
 - ``process_events_per_s``: ``ViewsProcessor.process_records`` over in-memory batches of
-  ``consumer_batch_size`` (1,000 by default) generated events (duplicates, late and malformed ones
+  ``consumer_batch_size`` (2,000 by default) generated events (duplicates, late and malformed ones
   included) into Redis: the processor's own ceiling, one process;
 - ``stream_ceiling_events_per_s``: a bare read loop over every shard of a stream holding those
   events (GetRecords of ``consumer_batch_size`` records, as the worker reads, and nothing else):

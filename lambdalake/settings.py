@@ -336,7 +336,7 @@ class Settings(BaseSettings):
     # Defaults for every consumer group; `consumer_groups` overrides them per group, e.g.
     # LAMBDALAKE_CONSUMER_GROUPS='{"views": {"batch_size": 1000}, "alerts": {"starting_position": "LATEST"}}'.
     consumer_batch_size: int = Field(
-        default=1000,
+        default=2000,
         ge=1,
         le=10000,
         description="Most records per batch (and per GetRecords); a consumer that keeps up gets fewer.",

@@ -40,7 +40,17 @@ from speed_layer.records import ParsedRecord, parse_records
 
 MAX_CONFLICTS = 5
 SEEN_CHUNK = 1000
-CHUNK = 250  # records per script call; a batch's chunks are pipelined (docs/benchmarks.md)
+CHUNK = 500  # records per script call; a batch's chunks are pipelined (docs/benchmarks.md)
+LAST_CHUNK = 50  # a batch ends with a short chunk: Python waits only for it to be applied
+
+
+def chunk_bounds(n: int, size: int = CHUNK, last: int = LAST_CHUNK) -> list[tuple[int, int]]:
+    """(start, end) of a batch's chunks: ``size`` records each, the final ``last`` on their own."""
+    cuts = list(range(0, n, size))
+    if n - cuts[-1] > 2 * last:  # not for a chunk that is short already
+        cuts.append(n - last)
+    return list(zip(cuts, [*cuts[1:], n], strict=True))
+
 
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
 # ARGV[1]: MessagePack (≈80% of cjson's instructions to decode, docs/benchmarks.md):
@@ -339,10 +349,11 @@ class EffectivelyOnceProcessor:
     def _apply(self, shard_id: str, parsed: list[ParsedRecord]) -> bool:
         """Apply the records above the shard's hwm; False if another writer moved the state.
 
-        The batch goes to Redis as consecutive chunks of ``CHUNK`` records, each its own script
-        call fenced by the previous chunk's hwm, sent without waiting for the replies: Redis applies
-        chunk i while Python builds chunk i+1. If one chunk is refused, every later one is too (its
-        expected hwm was never written), and the state stays at the last chunk applied.
+        The batch goes to Redis as consecutive chunks (``chunk_bounds``), each its own script call
+        fenced by the previous chunk's hwm, sent without waiting for the replies: Redis applies
+        chunk i while Python builds chunk i+1, and the short last chunk is all Python waits for. If
+        one chunk is refused, every later one is too (its expected hwm was never written), and the
+        state stays at the last chunk applied.
         """
         state = self.state(shard_id)
         floor = state.hwm_int
@@ -365,8 +376,8 @@ class EffectivelyOnceProcessor:
         sent: list[tuple[ShardState, BatchCounts, Any]] = []
         connection = self.redis.connection_pool.get_connection()
         try:
-            for start in range(0, len(fresh), CHUNK):
-                chunk = fresh[start : start + CHUNK]
+            for start, end in chunk_bounds(len(fresh)):
+                chunk = fresh[start:end]
                 counts = BatchCounts()
                 new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
                 applied = 0

@@ -18,6 +18,7 @@ from ingest.generator import ClickstreamGenerator, Emitted, GeneratorConfig
 from lambdalake.consumer.processor import BatchContext
 from lambdalake.settings import Settings
 from lambdalake.stream.bus import StreamRecord
+from speed_layer import apply
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.query import SpeedQuery
 from speed_layer.views import ViewsProcessor
@@ -242,12 +243,45 @@ def test_views_do_not_depend_on_batch_boundaries(engines: Settings) -> None:
     emitted = generated(2500, seed=5)
     shards = in_memory_records(emitted)
     dumps = []
-    for batch in (1, 13, 500):
+    for batch in (1, 13, 500, 1200):  # 500: a chunk and the short last one; 1200: 500, 500, 150 of them
         settings = speed_settings(engines)
         client = redis_lib.Redis.from_url(settings.redis_url)
         run_in_memory(ViewsProcessor(settings, client, SpeedMetrics()), shards, batch=batch)
         dumps.append(snapshot(client, settings.speed_key_prefix))
-    assert dumps[0] == dumps[1] == dumps[2]
+    assert dumps[0] == dumps[1] == dumps[2] == dumps[3]
+
+
+def test_a_chunk_refused_mid_batch_keeps_the_chunks_before_it_and_the_retry_applies_the_rest(
+    engines: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other dedupe lookup forgets the resends past a batch's first 150 records, as if another
+    shard's writer had added them after it: the script refuses the chunk holding one (a later chunk:
+    chunks are 100 here) and every chunk after it, the processor rebuilds from the state the
+    applied chunks left, and the views still equal the truth."""
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(4000, seed=8)
+    shards = in_memory_records(emitted)
+    metrics = SpeedMetrics()
+    processor = ViewsProcessor(settings, client, metrics)
+    lookups, calls, hidden = processor._lookups, [], []
+
+    def forgetful(fresh: list[Any]) -> tuple[set[str], Any]:
+        seen, prefetched = lookups(fresh)
+        calls.append(len(fresh))
+        if len(calls) % 2:
+            return seen, prefetched
+        later = seen & {p.event["event_id"] for p in fresh[150:] if p.event is not None}
+        hidden.extend(later)
+        return seen - later, prefetched
+
+    monkeypatch.setattr(processor, "_lookups", forgetful)
+    bounds = apply.chunk_bounds
+    monkeypatch.setattr(apply, "chunk_bounds", lambda n: bounds(n, 100, 20))  # 100s, then 20
+    run_in_memory(processor, shards, batch=600)
+    assert hidden
+    assert metrics.conflicts.labels("views")._value.get() >= 1
+    assert_views_equal_truth(settings, client, truth_for(shards, emitted))
 
 
 def test_a_zombie_with_a_stale_state_cannot_apply_a_record_twice(engines: Settings) -> None:

@@ -12,7 +12,7 @@ from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue, parse_duration
 from lambdalake.metrics.evaluate import contributions, event_time_s
 from lambdalake.stream.bus import StreamRecord
-from speed_layer.apply import decode_ops, encode_ops
+from speed_layer.apply import chunk_bounds, decode_ops, encode_ops
 from speed_layer.compiler import MAX_ARGS, ViewOps, compile_reader, compile_views
 from speed_layer.keys import SCOPE_TTL_S, SpeedKeys, retention_s
 from speed_layer.records import parse_records
@@ -170,6 +170,14 @@ def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_tt
     later, refreshing = build({lifetime_key: 1000.0}, 1000.0 + min(ttl / 10, 86400) + 1)
     assert later[lifetime_key] == -ttl
     assert refreshing == [lifetime_key]
+
+
+def test_a_batch_is_cut_into_chunks_ending_with_a_short_one() -> None:
+    assert chunk_bounds(2000) == [(0, 500), (500, 1000), (1000, 1500), (1500, 1950), (1950, 2000)]
+    assert chunk_bounds(101, 500, 50) == [(0, 51), (51, 101)]
+    assert chunk_bounds(100, 500, 50) == [(0, 100)]  # short already: one call
+    assert chunk_bounds(1010, 500, 50) == [(0, 500), (500, 1000), (1000, 1010)]
+    assert chunk_bounds(1, 500, 50) == [(0, 1)]
 
 
 def test_the_flat_wire_form_round_trips_every_op_shape() -> None:
