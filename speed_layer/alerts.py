@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
 
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor, encode_ops
+from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops
 from speed_layer.keys import ALERT_STATE_TTL_S, SpeedKeys
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
@@ -39,19 +39,15 @@ def _number(value: Any) -> float | None:
 
 
 class AlertsBatch:
-    def __init__(self, processor: AlertsProcessor, fresh: list[ParsedRecord]) -> None:
+    def __init__(self, processor: AlertsProcessor) -> None:
         self.p = processor
-        users = {self._user(p) for p in fresh if p.event is not None} - {None}
-        self.state: dict[str, dict[str, Any]] = {}
-        if users:
-            ordered = sorted(u for u in users if u)
-            pipe = processor.redis.pipeline(transaction=False)
-            for user in ordered:
-                pipe.hget(processor.keys.alert_user(user), "s")
-            for user, raw in zip(ordered, pipe.execute(), strict=True):
-                self.state[user] = orjson.loads(raw) if raw else {}
+        self.state: dict[str, dict[str, Any]] = {}  # per user: loaded (``merge``), then updated here
         self.touched: set[str] = set()
         self.alerts: list[dict[str, Any]] = []
+
+    def merge(self, prefetched: dict[str, dict[str, Any]] | None) -> None:
+        for user, state in (prefetched or {}).items():
+            self.state.setdefault(user, state)  # one held already is newer
 
     @staticmethod
     def _user(parsed: ParsedRecord) -> str | None:
@@ -143,8 +139,17 @@ class AlertsBatch:
 class AlertsProcessor(EffectivelyOnceProcessor):
     group = "alerts"
 
-    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> AlertsBatch:
-        return AlertsBatch(self, fresh)
+    def builder(self) -> AlertsBatch:
+        return AlertsBatch(self)
+
+    def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
+        """Each user's alert state (last session, country, recent purchases)."""
+        users = sorted({u for p in chunk if p.event is not None and (u := p.event.get("user_id"))})
+        for user in users:
+            lookups.add("HGET", self.keys.alert_user(user), "s")
+        return lambda replies: {
+            user: orjson.loads(raw) if raw else {} for user, raw in zip(users, replies, strict=True)
+        }
 
     def committed(self, note: Any) -> None:
         for alert in note:

@@ -41,13 +41,20 @@ from speed_layer.records import ParsedRecord, parse_records
 MAX_CONFLICTS = 5
 SEEN_CHUNK = 1000
 CHUNK = 500  # records per script call; a batch's chunks are pipelined (docs/benchmarks.md)
-LAST_CHUNK = 50  # a batch ends with a short chunk: Python waits only for it to be applied
+FIRST_CHUNK = 100  # a batch starts with a short chunk, so Redis has work soon
+LAST_CHUNK = 50  # and ends with one: Python waits only for it to be applied
 
 
-def chunk_bounds(n: int, size: int = CHUNK, last: int = LAST_CHUNK) -> list[tuple[int, int]]:
-    """(start, end) of a batch's chunks: ``size`` records each, the final ``last`` on their own."""
-    cuts = list(range(0, n, size))
-    if n - cuts[-1] > 2 * last:  # not for a chunk that is short already
+def chunk_bounds(
+    n: int, size: int = CHUNK, last: int = LAST_CHUNK, first: int = FIRST_CHUNK
+) -> list[tuple[int, int]]:
+    """(start, end) of a batch's chunks: the first ``first`` records, then ``size`` records each,
+    the final ``last`` on their own; a batch of up to ``2 * last`` records is one chunk."""
+    if n <= 2 * last:
+        return [(0, n)]
+    head = min(first, n - last)
+    cuts = [0, *range(head, n - last, size)]
+    if n - cuts[-1] > 2 * last or len(cuts) == 1:  # the last chunk is not short already
         cuts.append(n - last)
     return list(zip(cuts, [*cuts[1:], n], strict=True))
 
@@ -224,6 +231,11 @@ class BatchCounts:
 class BatchBuilder(Protocol):
     """What a group does with a batch's new events; built fresh for every attempt."""
 
+    def merge(self, prefetched: Any) -> None:
+        """Take what ``prefetch`` read for a chunk about to be added, keeping what the builder holds
+        already (it is newer: the read may predate the chunks before it being applied)."""
+        ...
+
     def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         """Take one new event; return the windows it came too late for (empty: applied in full)."""
         ...
@@ -232,6 +244,19 @@ class BatchBuilder(Protocol):
         """The updates taken since the last drain (ops in the flat wire form, ``encode_ops``), and
         a note for ``committed`` once they are durable."""
         ...
+
+
+class Lookups:
+    """Reads queued for one round trip on the batch's connection; each reply comes back raw."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def add(self, *command: Any) -> None:
+        self.commands.append(command)
+
+    def __len__(self) -> int:
+        return len(self.commands)
 
 
 class EffectivelyOnceProcessor:
@@ -265,12 +290,12 @@ class EffectivelyOnceProcessor:
         self.sha = redis.script_load(APPLY_LUA)
         self._states: dict[str, ShardState] = {}
 
-    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> BatchBuilder:
+    def builder(self) -> BatchBuilder:
         raise NotImplementedError
 
-    def prefetch(self, fresh: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], Any] | None:
-        """Queue on ``pipe`` the reads the group's builder needs (sent with the batch's dedupe
-        lookup: one round trip); return what turns their replies into ``builder``'s ``prefetched``."""
+    def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
+        """Queue the reads the builder needs for a chunk's events (sent with the chunk's dedupe
+        lookup: one round trip); return what turns their raw replies into ``merge``'s argument."""
         return None
 
     def committed(self, note: Any) -> None:
@@ -297,9 +322,8 @@ class EffectivelyOnceProcessor:
         if not records:
             return
         with self.metrics.batch_seconds.labels(self.group).time():
-            parsed = parse_records(records, self.validator)
             for _ in range(MAX_CONFLICTS):
-                if self._apply(ctx.shard_id, parsed):
+                if self._apply(ctx.shard_id, records):
                     return
                 self._states.pop(ctx.shard_id, None)
                 self.metrics.conflicts.labels(self.group).inc()
@@ -315,9 +339,9 @@ class EffectivelyOnceProcessor:
             self._states[shard_id] = state
         return state
 
-    def seen_already(self, parsed: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], set[str]]:
-        """Queue the lookup of the batch's event_ids in the seen-sets on ``pipe``; return what turns
-        the replies into the set of those seen already."""
+    def seen_already(self, parsed: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], set[str]]:
+        """Queue the lookup of the events' event_ids in the seen-sets; return what turns the replies
+        into the set of those seen already."""
         by_hour: dict[int, list[str]] = {}
         for p in parsed:
             if p.event is not None:
@@ -326,7 +350,7 @@ class EffectivelyOnceProcessor:
         for hour, ids in by_hour.items():
             for start in range(0, len(ids), SEEN_CHUNK):
                 chunk = ids[start : start + SEEN_CHUNK]
-                pipe.smismember(self.keys.seen(self.group, hour * SEEN_BUCKET_S), chunk)
+                lookups.add("SMISMEMBER", self.keys.seen(self.group, hour * SEEN_BUCKET_S), *chunk)
                 asked.append(chunk)
 
         def seen(replies: list[Any]) -> set[str]:
@@ -337,47 +361,71 @@ class EffectivelyOnceProcessor:
 
         return seen
 
-    def _lookups(self, fresh: list[ParsedRecord]) -> tuple[set[str], Any]:
-        """The batch's event_ids seen already, and the group's prefetched reads: one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        seen = self.seen_already(fresh, pipe)
-        asked = len(pipe)
-        prefetched = self.prefetch(fresh, pipe)
-        replies = pipe.execute() if len(pipe) else []
-        return seen(replies[:asked]), prefetched(replies[asked:]) if prefetched else None
-
-    def _apply(self, shard_id: str, parsed: list[ParsedRecord]) -> bool:
+    def _apply(self, shard_id: str, records: list[StreamRecord]) -> bool:
         """Apply the records above the shard's hwm; False if another writer moved the state.
 
         The batch goes to Redis as consecutive chunks (``chunk_bounds``), each its own script call
-        fenced by the previous chunk's hwm, sent without waiting for the replies: Redis applies
-        chunk i while Python builds chunk i+1, and the short last chunk is all Python waits for. If
-        one chunk is refused, every later one is too (its expected hwm was never written), and the
-        state stays at the last chunk applied.
+        fenced by the previous chunk's hwm, sent without waiting for the replies. A chunk is read
+        (parsed, its event_ids looked up in the seen-sets, the group's prefetch) one chunk ahead,
+        and its lookup goes on the connection before the previous chunk's script, so its replies
+        come back while Redis applies that script: Redis applies chunk i while Python parses i+2
+        and builds i+1, and the short last chunk is all Python waits for. The lookup of a chunk
+        cannot see the event_ids of the chunk sent after it; this batch's own ids are known here,
+        and any other writer's are caught by the script's own check. If one chunk is refused,
+        every later one is too (its expected hwm was never written), and the state stays at the
+        last chunk applied.
         """
         state = self.state(shard_id)
         floor = state.hwm_int
-        fresh = [p for p in parsed if p.sequence > floor]
-        replayed = BatchCounts(replayed=len(parsed) - len(fresh))
+        fresh = [r for r in records if int(r.sequence_number) > floor]
+        replayed = BatchCounts(replayed=len(records) - len(fresh))
         if not fresh:
             self._count(replayed)
             return True
-        types = self.event_types
-        relevant = (
-            fresh
-            if types is None
-            else [p for p in fresh if p.event is not None and p.event.get("event_type") in types]
-        )
-        seen, prefetched = self._lookups(relevant)
-        builder = self.builder(relevant, prefetched)
+        types, validator = self.event_types, self.validator
+        builder = self.builder()
+        bounds = chunk_bounds(len(fresh))
         key = self.keys.shard_state(self.group, self.stream, shard_id)
         maxts, expect = state.maxts, state.hwm
         add, future_skew, lateness, dedupe_ttl = builder.add, self.future_skew, self.lateness, self.dedupe_ttl
+        seen: set[str] = set()  # this batch's event_ids, and those its lookups found
         sent: list[tuple[ShardState, BatchCounts, Any]] = []
+        results: list[Any] = []  # the replies of the scripts sent, in order
         connection = self.redis.connection_pool.get_connection()
+
+        def read(start: int, end: int) -> tuple[list[ParsedRecord], Callable[[], Any]]:
+            """Parse a chunk and send its lookups; return it and what reads their replies."""
+            chunk = parse_records(fresh[start:end], validator)
+            relevant = (
+                chunk
+                if types is None
+                else [p for p in chunk if p.event is not None and p.event.get("event_type") in types]
+            )
+            lookups = Lookups()
+            found = self.seen_already(relevant, lookups)
+            asked = len(lookups)
+            prefetched = self.prefetch(relevant, lookups)
+            if lookups.commands:
+                connection.send_packed_command(connection.pack_commands(lookups.commands))
+            scripts_before = len(sent)
+
+            def replies() -> Any:
+                while lookups.commands and len(results) < scripts_before:  # FIFO: scripts sent first
+                    results.append(connection.read_response())
+                raw = [connection.read_response() for _ in lookups.commands]
+                seen.update(found(raw[:asked]))
+                if prefetched is not None:
+                    builder.merge(prefetched(raw[asked:]))
+
+            return chunk, replies
+
         try:
-            for start, end in chunk_bounds(len(fresh)):
-                chunk = fresh[start:end]
+            pending = read(*bounds[0])
+            for i in range(len(bounds)):
+                chunk, replies = pending
+                replies()
+                if i + 1 < len(bounds):
+                    pending = read(*bounds[i + 1])  # on the wire before this chunk's script
                 counts = BatchCounts()
                 new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
                 applied = 0
@@ -438,7 +486,8 @@ class EffectivelyOnceProcessor:
                 connection.send_command("EVALSHA", self.sha, 0, ormsgpack.packb(payload))
                 sent.append((ShardState(hwm, maxts), counts, note))
                 expect = hwm
-            results = [connection.read_response() for _ in sent]
+            while len(results) < len(sent):
+                results.append(connection.read_response())
         except NoScriptError:
             connection.disconnect()  # replies of later chunks are still on the wire
             self.sha = self.redis.script_load(APPLY_LUA)  # Redis restarted and lost its script cache

@@ -19,7 +19,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ import orjson
 
 from lambdalake import lake
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor, encode_ops
+from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
 
@@ -93,20 +93,16 @@ def _float(value: Any) -> float | None:
 
 
 class EnrichBatch:
-    def __init__(self, processor: EnrichProcessor, fresh: list[ParsedRecord]) -> None:
+    def __init__(self, processor: EnrichProcessor) -> None:
         self.p = processor
         self.reference = processor.reference.get()
-        users = sorted({p.event.get("user_id") for p in fresh if p.event is not None} - {None, ""})
-        self.traits: dict[str, dict[str, Any]] = {}
-        if users:
-            pipe = processor.redis.pipeline(transaction=False)
-            for user in users:
-                pipe.hget(processor.keys.traits(user), "t")
-            for user, raw in zip(users, pipe.execute(), strict=True):
-                if raw:
-                    self.traits[user] = orjson.loads(raw)
+        self.traits: dict[str, dict[str, Any]] = {}  # per user: loaded (``merge``), then updated here
         self.changed: set[str] = set()
         self.orders: list[dict[str, Any]] = []
+
+    def merge(self, prefetched: dict[str, dict[str, Any]] | None) -> None:
+        for user, traits in (prefetched or {}).items():
+            self.traits.setdefault(user, traits)  # one held already is newer
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
@@ -213,8 +209,17 @@ class EnrichProcessor(EffectivelyOnceProcessor):
     def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> ReferenceData:
         return ReferenceData(settings)
 
-    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> EnrichBatch:
-        return EnrichBatch(self, fresh)
+    def builder(self) -> EnrichBatch:
+        return EnrichBatch(self)
+
+    def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
+        """Each user's latest traits (from ``identify`` events)."""
+        users = sorted({u for p in chunk if p.event is not None and (u := p.event.get("user_id"))})
+        for user in users:
+            lookups.add("HGET", self.keys.traits(user), "t")
+        return lambda replies: {
+            user: orjson.loads(raw) for user, raw in zip(users, replies, strict=True) if raw
+        }
 
     def committed(self, note: Any) -> None:
         self.metrics.orders.inc(note)

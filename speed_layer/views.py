@@ -23,7 +23,7 @@ from typing import Any
 from lambdalake.metrics.catalogue import Catalogue, load_catalogue
 from lambdalake.metrics.evaluate import MICROS, micros
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor
+from speed_layer.apply import EffectivelyOnceProcessor, Lookups
 from speed_layer.compiler import CompiledViews, ViewOps, compile_views
 from speed_layer.keys import SpeedKeys
 from speed_layer.metrics import SpeedMetrics
@@ -33,16 +33,15 @@ REFRESHED_MAX_KEYS = 500_000  # sliding keys remembered per processor (≈60 MB 
 
 
 class ViewsBatch:
-    def __init__(
-        self,
-        views: CompiledViews,
-        starts: dict[str, list[int]] | None = None,
-        refreshed: dict[str, float] | None = None,
-    ) -> None:
+    def __init__(self, views: CompiledViews, refreshed: dict[str, float] | None = None) -> None:
         self.views = views
-        self.starts = starts if starts is not None else {}
+        self.starts: dict[str, list[int]] = {}  # stagger window starts: loaded, then opened here
         self.refreshed = refreshed  # sliding key -> when its TTL was last refreshed (applied chunks only)
         self.collected = ViewOps(starts=self.starts)
+
+    def merge(self, prefetched: dict[str, list[int]] | None) -> None:
+        for index, starts in (prefetched or {}).items():
+            self.starts.setdefault(index, starts)  # one held already has this batch's own openings
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
@@ -60,14 +59,14 @@ class ViewsBatch:
 
 
 def load_starts(
-    views: CompiledViews, fresh: list[ParsedRecord], pipe: Any
+    views: CompiledViews, fresh: list[ParsedRecord], lookups: Lookups
 ) -> Callable[[list[Any]], dict[str, list[int]]] | None:
-    """Queue the reads of the stagger window starts that can take the batch's events, per key the
-    batch touches; return what turns the replies into {sorted-set key: starts (µs)}.
+    """Queue the reads of the stagger window starts that can take the events, per key they touch;
+    return what turns the replies into {sorted-set key: starts (µs)}.
 
     A window can take an event at ``t`` only if it starts in ``(t - size, t]``, so each key's starts
     after its earliest event in the batch minus the size are enough (a window opened in the batch
-    starts later still). Sent with the batch's dedupe lookup: one round trip per batch.
+    starts later still). Sent with the chunk's dedupe lookup: one round trip.
     """
     staggered = [(cm, cm.stagger, frozenset(cm.metric.filter.event_type)) for cm in views.metrics]
     staggered = [entry for entry in staggered if entry[1] is not None]
@@ -88,12 +87,15 @@ def load_starts(
     if not earliest:
         return None
     for index, (t, size) in earliest.items():
-        pipe.zrangebyscore(index, f"({t - size}", "+inf", withscores=True)
+        lookups.add("ZRANGEBYSCORE", index, f"({t - size}", "+inf", "WITHSCORES")
 
     def starts(replies: list[Any]) -> dict[str, list[int]]:
-        return {
-            index: [int(score) for _, score in found] for index, found in zip(earliest, replies, strict=True)
-        }
+        out = {}
+        for index, found in zip(earliest, replies, strict=True):
+            # RESP2: member, score, member, score...; RESP3: [member, score] pairs
+            scores = [pair[1] for pair in found] if found and isinstance(found[0], list) else found[1::2]
+            out[index] = [int(float(score)) for score in scores]
+        return out
 
     return starts
 
@@ -123,11 +125,11 @@ class ViewsProcessor(EffectivelyOnceProcessor):
     def shared_state(cls, settings: Settings, redis: Any, metrics: SpeedMetrics) -> CompiledViews:
         return compiled_views(settings)
 
-    def prefetch(self, fresh: list[ParsedRecord], pipe: Any) -> Callable[[list[Any]], Any] | None:
-        return load_starts(self.views, fresh, pipe)
+    def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
+        return load_starts(self.views, chunk, lookups)
 
-    def builder(self, fresh: list[ParsedRecord], prefetched: Any = None) -> ViewsBatch:
-        return ViewsBatch(self.views, prefetched or {}, self.refreshed)
+    def builder(self) -> ViewsBatch:
+        return ViewsBatch(self.views, self.refreshed)
 
     def committed(self, note: Any) -> None:
         """A chunk is applied: the sliding TTLs it refreshed need no refresh for a while."""

@@ -254,30 +254,41 @@ def test_views_do_not_depend_on_batch_boundaries(engines: Settings) -> None:
 def test_a_chunk_refused_mid_batch_keeps_the_chunks_before_it_and_the_retry_applies_the_rest(
     engines: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every other dedupe lookup forgets the resends past a batch's first 150 records, as if another
-    shard's writer had added them after it: the script refuses the chunk holding one (a later chunk:
-    chunks are 100 here) and every chunk after it, the processor rebuilds from the state the
-    applied chunks left, and the views still equal the truth."""
+    """Every other attempt's dedupe lookups forget the resends past its first 200 records, as if
+    another shard's writer had added them after the lookup: the script refuses the chunk holding
+    one (a later chunk: chunks are 100 here) and every chunk after it, the processor rebuilds from
+    the state the applied chunks left, and the views still equal the truth."""
     settings = speed_settings(engines)
     client = redis_lib.Redis.from_url(settings.redis_url)
     emitted = generated(4000, seed=8)
     shards = in_memory_records(emitted)
     metrics = SpeedMetrics()
     processor = ViewsProcessor(settings, client, metrics)
-    lookups, calls, hidden = processor._lookups, [], []
+    seen_already, chunks, hidden = processor.seen_already, [], []
+    apply_batch = processor._apply
 
-    def forgetful(fresh: list[Any]) -> tuple[set[str], Any]:
-        seen, prefetched = lookups(fresh)
-        calls.append(len(fresh))
-        if len(calls) % 2:
-            return seen, prefetched
-        later = seen & {p.event["event_id"] for p in fresh[150:] if p.event is not None}
-        hidden.extend(later)
-        return seen - later, prefetched
+    def count_batches(shard_id: str, records: list[StreamRecord]) -> bool:
+        chunks.append(0)  # per attempt: chunks looked up so far
+        return apply_batch(shard_id, records)
 
-    monkeypatch.setattr(processor, "_lookups", forgetful)
+    def forgetful(parsed: list[Any], lookups: Any) -> Any:
+        found = seen_already(parsed, lookups)
+        chunks[-1] += 1
+        forget = len(chunks) % 2 == 0 and chunks[-1] > 2  # from the third chunk (record 200) on
+
+        def replies(raw: list[Any]) -> set[str]:
+            seen = found(raw)
+            if forget:
+                hidden.extend(seen)
+                return set()
+            return seen
+
+        return replies
+
+    monkeypatch.setattr(processor, "_apply", count_batches)
+    monkeypatch.setattr(processor, "seen_already", forgetful)
     bounds = apply.chunk_bounds
-    monkeypatch.setattr(apply, "chunk_bounds", lambda n: bounds(n, 100, 20))  # 100s, then 20
+    monkeypatch.setattr(apply, "chunk_bounds", lambda n: bounds(n, 100, 20, 100))  # 100s, then 20
     run_in_memory(processor, shards, batch=600)
     assert hidden
     assert metrics.conflicts.labels("views")._value.get() >= 1

@@ -172,12 +172,18 @@ def test_sliding_ttls_are_refreshed_once_per_tenth_of_their_length_and_window_tt
     assert refreshing == [lifetime_key]
 
 
-def test_a_batch_is_cut_into_chunks_ending_with_a_short_one() -> None:
-    assert chunk_bounds(2000) == [(0, 500), (500, 1000), (1000, 1500), (1500, 1950), (1950, 2000)]
-    assert chunk_bounds(101, 500, 50) == [(0, 51), (51, 101)]
-    assert chunk_bounds(100, 500, 50) == [(0, 100)]  # short already: one call
-    assert chunk_bounds(1010, 500, 50) == [(0, 500), (500, 1000), (1000, 1010)]
-    assert chunk_bounds(1, 500, 50) == [(0, 1)]
+def test_a_batch_is_cut_into_chunks_starting_and_ending_with_a_short_one() -> None:
+    assert chunk_bounds(2000) == [(0, 100), (100, 600), (600, 1100), (1100, 1600), (1600, 1950), (1950, 2000)]
+    assert chunk_bounds(300, 500, 50, 100) == [(0, 100), (100, 250), (250, 300)]
+    assert chunk_bounds(101, 500, 50, 100) == [(0, 51), (51, 101)]
+    assert chunk_bounds(100, 500, 50, 100) == [(0, 100)]  # short already: one call
+    assert chunk_bounds(700, 500, 50, 100) == [(0, 100), (100, 600), (600, 700)]
+    assert chunk_bounds(1, 500, 50, 100) == [(0, 1)]
+    for n in range(1, 1300, 7):  # every record in exactly one chunk, in order
+        bounds = chunk_bounds(n, 500, 50, 100)
+        assert [start for start, _ in bounds] == [0] + [end for _, end in bounds[:-1]]
+        assert bounds[-1][1] == n
+        assert all(start < end for start, end in bounds)
 
 
 def test_the_flat_wire_form_round_trips_every_op_shape() -> None:
