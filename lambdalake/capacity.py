@@ -23,9 +23,11 @@ PUT_PAYLOAD_UNIT_KIB = 25  # provisioned mode bills PUTs in 25 KiB units
 # enrich; lake delivery). The DLQ stream is read by delivery's errors archive only.
 CONSUMER_GROUPS: tuple[str, ...] = ("views", "alerts", "enrich", "delivery")
 
-# --- Throughput of one worker process, measured (docs/benchmarks.md, 2026-11-22, on a loaded
-# 2-core machine, so conservative): `bench speed` 2,713 events/s, `bench delivery` 10,635 events/s.
-SPEED_WORKER_EVENTS_S = 2700
+# --- Throughput of one worker process, measured (docs/benchmarks.md) on a 2-core machine shared
+# with kinesalite and Redis, so conservative: a speed process as deployed (views, alerts and enrich,
+# each reading the whole stream) 6,100-8,500 events/s (`bench speed`, events_per_s_all_groups,
+# 2026-12-03; its own CPU 85-139 µs per event), planned at 5,000; `bench delivery` 10,635 events/s.
+SPEED_WORKER_EVENTS_S = 5000
 DELIVERY_WORKER_EVENTS_S = 10000
 
 # Redis memory of the speed layer's dedupe sets: an event_id costs ≈80 bytes in a Redis set
