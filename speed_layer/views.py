@@ -40,8 +40,17 @@ class ViewsBatch:
         self.collected = ViewOps(starts=self.starts)
 
     def merge(self, prefetched: dict[str, list[int]] | None) -> None:
-        for index, starts in (prefetched or {}).items():
-            self.starts.setdefault(index, starts)  # one held already has this batch's own openings
+        """Add the starts read for a chunk to those held: a key held already may miss older starts
+        (read for a later event of an earlier chunk), and its read may miss this batch's openings
+        (sent after it was read), so each key keeps the union. A start is only ever valid: it was
+        applied, or opened by this batch."""
+        starts = self.starts
+        for index, loaded in (prefetched or {}).items():
+            held = starts.get(index)
+            if held is None:
+                starts[index] = loaded
+            elif loaded and not set(loaded) <= set(held):
+                starts[index] = sorted({*held, *loaded})
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
