@@ -380,20 +380,27 @@ class ViewOps:
         refreshing = self.refreshing = []
         known = refreshed if refreshed is not None else {}
 
-        heads: dict[tuple[int, bool], tuple[Any, str, bool]] = {}  # (expiry, only) -> wire head
+        fixed: dict[int, tuple[Any, str, bool]] = {}  # expiry -> wire head, "only if created"
+        always: dict[int, tuple[Any, str, bool]] = {}  # expiry -> wire head, set whatever happens
+        since: dict[int, float] = {}  # sliding expiry -> refreshed after this needs no refresh
 
         def once(k: str) -> tuple[Any, str, bool]:
             e = expiry[k]
-            only = e > 0
             if e < 0:
+                after = since.get(e)
+                if after is None:
+                    after = since[e] = now - min(-e / 10, MAX_REFRESH_S)
                 last = known.get(k)
-                only = last is not None and now - last < min(-e / 10, MAX_REFRESH_S)
-                if not only:
+                if last is None or last <= after:
                     refreshing.append(k)
-            head = heads.get((e, only))
+                    head = always.get(e)
+                    if head is None:
+                        head = always[e] = expire_command(e)
+                    return head
+            head = fixed.get(e)
             if head is None:
                 command, argument, _ = expire_command(e)
-                head = heads[e, only] = (command, argument, only)
+                head = fixed[e] = (command, argument, bool(e))
             return head
 
         for k, n in self.counts.items():
