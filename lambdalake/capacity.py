@@ -25,9 +25,9 @@ CONSUMER_GROUPS: tuple[str, ...] = ("views", "alerts", "enrich", "delivery")
 
 # --- Throughput of one worker process, measured (docs/benchmarks.md) on a 2-core machine shared
 # with kinesalite and Redis, so conservative: a speed process as deployed (views, alerts and enrich,
-# each reading the whole stream) 6,100-8,500 events/s (`bench speed`, events_per_s_all_groups,
-# 2026-12-03; its own CPU 85-139 µs per event), planned at 5,000; `bench delivery` 10,635 events/s.
-SPEED_WORKER_EVENTS_S = 5000
+# each reading the whole stream) 4,835-8,464 events/s (`bench speed`, events_per_s_all_groups,
+# 2026-12-03; its own CPU 85-158 µs per event), planned at 4,500; `bench delivery` 10,635 events/s.
+SPEED_WORKER_EVENTS_S = 4500
 DELIVERY_WORKER_EVENTS_S = 10000
 
 # Redis memory of the speed layer's dedupe sets: an event_id costs ≈80 bytes in a Redis set

@@ -22,7 +22,7 @@ def test_reads_bind_when_four_groups_share_a_shard() -> None:
     assert p.consumer_groups == ["views", "alerts", "enrich", "delivery"]
     assert p.write_mib_s == pytest.approx(1.9531, abs=1e-4)
     assert p.read_mib_s == pytest.approx(7.8125, abs=1e-4)
-    assert (p.speed_workers, p.delivery_workers) == (1, 1)  # 2000/5000, 2000/10000
+    assert (p.speed_workers, p.delivery_workers) == (1, 1)  # 2000/4500, 2000/10000
 
 
 def test_delivery_buffers_for_one_kib_events() -> None:
@@ -49,8 +49,8 @@ def test_records_bind_for_small_events() -> None:
     assert (p.shards_for_write_bytes, p.shards_for_write_records, p.shards_for_reads) == (1, 5, 1)
     assert p.shards == 5
     assert p.binding_limit == "write records"
-    assert p.speed_workers == 1  # ceil(5000 / 5000)
-    assert plan(CapacityInput(12000, 0.1, headroom=0)).speed_workers == 3  # ceil(12000 / 5000)
+    assert p.speed_workers == 2  # ceil(5000 / 4500)
+    assert plan(CapacityInput(12000, 0.1, headroom=0)).speed_workers == 3  # ceil(12000 / 4500)
 
 
 def test_headroom_sizes_for_the_peak() -> None:
