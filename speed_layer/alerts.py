@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops
+from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops, prefetch_user_field
 from speed_layer.keys import ALERT_STATE_TTL_S, SpeedKeys
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
@@ -45,9 +45,9 @@ class AlertsBatch:
         self.touched: set[str] = set()
         self.alerts: list[dict[str, Any]] = []
 
-    def merge(self, prefetched: dict[str, dict[str, Any]] | None) -> None:
+    def merge(self, prefetched: dict[str, dict[str, Any] | None] | None) -> None:
         for user, state in (prefetched or {}).items():
-            self.state.setdefault(user, state)  # one held already is newer
+            self.state.setdefault(user, state or {})  # one held already is newer
 
     @staticmethod
     def _user(parsed: ParsedRecord) -> str | None:
@@ -144,12 +144,7 @@ class AlertsProcessor(EffectivelyOnceProcessor):
 
     def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
         """Each user's alert state (last session, country, recent purchases)."""
-        users = sorted({u for p in chunk if p.event is not None and (u := p.event.get("user_id"))})
-        for user in users:
-            lookups.add("HGET", self.keys.alert_user(user), "s")
-        return lambda replies: {
-            user: orjson.loads(raw) if raw else {} for user, raw in zip(users, replies, strict=True)
-        }
+        return prefetch_user_field(chunk, lookups, self.keys.alert_user, "s")
 
     def committed(self, note: Any) -> None:
         for alert in note:

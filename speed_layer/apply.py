@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import ormsgpack
 from redis.exceptions import NoScriptError
 
@@ -165,14 +166,13 @@ return {1}
 """
 
 
-def expire_command(expiry: int) -> tuple[Any, str, bool]:
-    """An op's expiry on the wire: > 0 EXPIREAT it, < 0 EXPIRE -it, 0 none (the flag: not "only if
-    created")."""
+def expire_command(expiry: int) -> tuple[Any, str]:
+    """An op's expiry on the wire: > 0 EXPIREAT it, < 0 EXPIRE -it, 0 none (false)."""
     if expiry > 0:
-        return "EXPIREAT", str(expiry), False
+        return "EXPIREAT", str(expiry)
     if expiry < 0:
-        return "EXPIRE", str(-expiry), False
-    return False, "", False
+        return "EXPIRE", str(-expiry)
+    return False, ""
 
 
 def encode_ops(ops: Iterable[Sequence[Any]]) -> list[Any]:
@@ -181,7 +181,7 @@ def encode_ops(ops: Iterable[Sequence[Any]]) -> list[Any]:
     flat: list[Any] = []
     for kind, key, expiry, *args in ops:
         only = isinstance(expiry, list)
-        command, argument, _ = expire_command(expiry[0] if only else expiry)
+        command, argument = expire_command(expiry[0] if only else expiry)
         flat += (kind, key, command, argument, only, len(args), *args)
     return flat
 
@@ -257,6 +257,19 @@ class Lookups:
 
     def __len__(self) -> int:
         return len(self.commands)
+
+
+def prefetch_user_field(
+    chunk: list[ParsedRecord], lookups: Lookups, key_of: Callable[[str], str], field: str
+) -> Callable[[list[Any]], dict[str, Any]]:
+    """Queue an HGET of ``field`` of each user's hash (``key_of(user_id)``) for a chunk's events;
+    return what turns the replies into {user: the JSON it holds, or None}."""
+    users = sorted({u for p in chunk if p.event is not None and (u := p.event.get("user_id"))})
+    for user in users:
+        lookups.add("HGET", key_of(user), field)
+    return lambda replies: {
+        user: orjson.loads(raw) if raw else None for user, raw in zip(users, replies, strict=True)
+    }
 
 
 class EffectivelyOnceProcessor:

@@ -395,12 +395,11 @@ class ViewOps:
                     refreshing.append(k)
                     head = always.get(e)
                     if head is None:
-                        head = always[e] = expire_command(e)
+                        head = always[e] = (*expire_command(e), False)
                     return head
             head = fixed.get(e)
             if head is None:
-                command, argument, _ = expire_command(e)
-                head = fixed[e] = (command, argument, bool(e))
+                head = fixed[e] = (*expire_command(e), bool(e))
             return head
 
         for k, n in self.counts.items():
@@ -436,7 +435,7 @@ class ViewOps:
                 add(chunk)
         for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
             add(("cooc", scope_key, "EXPIRE", str(SCOPE_TTL_S), False, len(items) + 3, item_prefix))
-            add(expire_command(item_expiry)[:2])
+            add(expire_command(item_expiry))
             add(items)
         # strings: Lua would print a µs score in 14 digits
         for index, (expireat, floor, opened) in self.opened.items():

@@ -27,7 +27,7 @@ import orjson
 
 from lambdalake import lake
 from lambdalake.settings import Settings
-from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops
+from speed_layer.apply import EffectivelyOnceProcessor, Lookups, encode_ops, prefetch_user_field
 from speed_layer.metrics import SpeedMetrics
 from speed_layer.records import ParsedRecord
 
@@ -100,9 +100,10 @@ class EnrichBatch:
         self.changed: set[str] = set()
         self.orders: list[dict[str, Any]] = []
 
-    def merge(self, prefetched: dict[str, dict[str, Any]] | None) -> None:
+    def merge(self, prefetched: dict[str, dict[str, Any] | None] | None) -> None:
         for user, traits in (prefetched or {}).items():
-            self.traits.setdefault(user, traits)  # one held already is newer
+            if traits is not None:
+                self.traits.setdefault(user, traits)  # one held already is newer
 
     def add(self, parsed: ParsedRecord, watermark: float) -> Collection[str]:
         event = parsed.event
@@ -214,12 +215,7 @@ class EnrichProcessor(EffectivelyOnceProcessor):
 
     def prefetch(self, chunk: list[ParsedRecord], lookups: Lookups) -> Callable[[list[Any]], Any] | None:
         """Each user's latest traits (from ``identify`` events)."""
-        users = sorted({u for p in chunk if p.event is not None and (u := p.event.get("user_id"))})
-        for user in users:
-            lookups.add("HGET", self.keys.traits(user), "t")
-        return lambda replies: {
-            user: orjson.loads(raw) for user, raw in zip(users, replies, strict=True) if raw
-        }
+        return prefetch_user_field(chunk, lookups, self.keys.traits, "t")
 
     def committed(self, note: Any) -> None:
         self.metrics.orders.inc(note)

@@ -74,8 +74,9 @@ def load_starts(
     return what turns the replies into {sorted-set key: starts (µs)}.
 
     A window can take an event at ``t`` only if it starts in ``(t - size, t]``, so each key's starts
-    after its earliest event in the batch minus the size are enough (a window opened in the batch
-    starts later still). Sent with the chunk's dedupe lookup: one round trip.
+    after its earliest event in the chunk minus the size are enough (a window opened in the batch
+    starts later still, and ``ViewsBatch.merge`` keeps the older ones an earlier chunk read). Sent
+    with the chunk's dedupe lookup: one round trip.
     """
     staggered = [(cm, cm.stagger, frozenset(cm.metric.filter.event_type)) for cm in views.metrics]
     staggered = [entry for entry in staggered if entry[1] is not None]
