@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -257,6 +257,48 @@ def test_unreadable_records_carry_a_reason(line: bytes, reason: str) -> None:
     (parsed,) = parse_records([StreamRecord("s", "1", "k", line, 0.0)])
     assert parsed.event is None
     assert parsed.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("2026-01-01T00:00:00.250z", datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-01-01T02:00:00+02:00", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("2026-01-01T00:00:00.123456-05:30", datetime(2026, 1, 1, 5, 30, 0, 123456, tzinfo=UTC)),
+        ("2026-13-01T00:00:00Z", None),  # the usual shape, not a date: the full checks say why
+        ("2026-01-01 00:00:00", None),
+    ],
+)
+def test_event_times_read_the_same_on_the_usual_path_and_the_full_checks(
+    stamp: str, expected: datetime | None
+) -> None:
+    line = orjson.dumps({**_event("page_view", stamp), "context": {"ip": "x"}})
+    (parsed,) = parse_records([StreamRecord("s", "7", "k", line, 0.0)])
+    assert parsed.sequence == 7
+    if expected is None:
+        assert (parsed.event, parsed.reason) == (None, "ts is not an RFC 3339 time with an offset")
+    else:
+        assert parsed.reason == ""
+        assert parsed.ts == expected.timestamp()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"event_type": 5}, "event_type is missing"),
+        ({"context": ["a"]}, "context is not an object"),
+        ({"event_id": 17}, "event_id is not a UUID"),
+        ({"event_id": "6f1f8f5e-8d2a-4a53-9c55-2f0e5f0b7a10\n"}, "event_id is not a UUID"),
+        ({"ts": 1767225600}, "ts is not an RFC 3339 time with an offset"),
+    ],
+)
+def test_records_off_the_usual_path_are_rejected_with_the_full_checks_reason(
+    change: dict[str, Any], reason: str
+) -> None:
+    line = orjson.dumps({**_event("page_view", "2026-01-01T00:00:00Z"), **change})
+    (parsed,) = parse_records([StreamRecord("s", "1", "k", line, 0.0)])
+    assert (parsed.event, parsed.reason) == (None, reason)
 
 
 def test_full_contract_validation_is_optional() -> None:
