@@ -71,12 +71,16 @@ def chunk_bounds(
 # the key's expiry is set already (a window key's expiry never changes; a sliding one was refreshed
 # recently, see compiler.payload). "May have": counters, sums, min/max and last know; zincr, pfadd
 # and lastn tell from their first reply, which can say "created" for a key that existed (an extra
-# expiry, harmless) but never the reverse.
+# expiry, harmless) but never the reverse. Sums, min and max write with SET, which takes the expiry
+# itself (EXAT/EX, Redis 6.2): a window key's absolute expiry set again changes nothing, and a
+# sliding key's TTL restarts at each write, as sliding means; that was an EXPIRE call per key they
+# created (a sixth of a batch's calls, docs/benchmarks.md).
 # Arguments Redis takes are strings, and values the script compares come as numbers beside them:
 # a number passed to redis.call is formatted with %.17g and tonumber() parses a string twice.
 # Returns {1} applied, {0} hwm moved, {-1, event_id} an event_id was seen meanwhile.
 APPLY_LUA = r"""
 local p = cmsgpack.unpack(ARGV[1])
+local SET_EXPIRY = {EXPIREAT = 'EXAT', EXPIRE = 'EX'}
 local current = redis.call('HGET', p.state, 'hwm') or ''
 if current ~= p.expect then return {0} end
 for _, s in ipairs(p.seen) do
@@ -104,21 +108,37 @@ while i <= n do
     -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
     -- 15 significant digits are exact for a double and drop the binary noise (427.03, not ...03000000000003).
     local stored = redis.call('GET', key)  -- and SET ... KEEPTTL below: a plain SET drops the TTL
-    created = not stored
-    local sum = (tonumber(stored) or 0) + tonumber(ops[a])
-    redis.call('SET', key, string.format('%.15g', sum), 'KEEPTTL')
+    local sum = string.format('%.15g', (tonumber(stored) or 0) + tonumber(ops[a]))
+    if ecmd then
+      redis.call('SET', key, sum, SET_EXPIRY[ecmd], earg)
+      ecmd = false
+    else
+      redis.call('SET', key, sum, 'KEEPTTL')
+    end
   elseif kind == 'pfadd' then
     created = redis.call('PFADD', key, unpack(ops, a, z)) == 1  -- 1 whenever it creates the key
   elseif kind == 'max' then  -- the value as a string, then as a number
     -- one call when the value grows (event times mostly do), a second to put a greater one back
-    local stored = redis.call('SET', key, ops[a], 'KEEPTTL', 'GET')
-    created = not stored
+    local stored
+    if ecmd then
+      stored = redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg, 'GET')
+      ecmd = false
+    else
+      stored = redis.call('SET', key, ops[a], 'KEEPTTL', 'GET')
+    end
     local old = tonumber(stored)  -- nil for a value that is not a number: replaced, as before
     if old and old > ops[a + 1] then redis.call('SET', key, stored, 'KEEPTTL') end
   elseif kind == 'min' then
     local stored = tonumber(redis.call('GET', key))
-    created = not stored
-    if not stored or ops[a + 1] < stored then redis.call('SET', key, ops[a], 'KEEPTTL') end
+    created = not stored  -- then it is set below, with its expiry
+    if not stored or ops[a + 1] < stored then
+      if ecmd then
+        redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg)
+        ecmd = false
+      else
+        redis.call('SET', key, ops[a], 'KEEPTTL')
+      end
+    end
   elseif kind == 'last' then  -- time as a string, value, time as a number
     local stored = tonumber(redis.call('HGET', key, 't'))
     created = not stored

@@ -349,3 +349,64 @@ def test_every_view_key_keeps_a_ttl_even_when_deleted_and_recreated_under_a_proc
         pipe.ttl(key)
     no_ttl = [k for k, ttl in zip(keys, pipe.execute(), strict=True) if ttl < 0]
     assert no_ttl == []
+
+
+def test_sums_min_and_max_write_their_expiry_with_the_value(engines: Settings) -> None:
+    """Sums, min and max put the expiry in their SET (EXAT/EX), not in an EXPIRE after it: a key they
+    create gets it, a sliding key's TTL restarts at each write, a value kept (a smaller max, a larger
+    min) keeps the key's TTL unless a refresh was asked for, and a put-back max keeps the new TTL."""
+    import ormsgpack
+
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    sha = client.script_load(apply.APPLY_LUA)
+    prefix = settings.speed_key_prefix
+    now = int(datetime.now(UTC).timestamp())
+    window_end = now + 5000
+
+    def run(ops: list[list[Any]]) -> None:
+        hwm = (client.hget(f"{prefix}:state", "hwm") or b"").decode()
+        payload = {
+            "state": f"{prefix}:state",
+            "expect": hwm,
+            "hwm": str(int(hwm or 0) + 1),
+            "maxts": "0",
+            "now": now,
+            "seen": [],
+            "stats": f"{prefix}:stats",
+            "counts": {},
+            "ops": apply.encode_ops(ops),
+        }
+        assert client.evalsha(sha, 0, ormsgpack.packb(payload)) == [1]
+
+    # created by the op: the window key's absolute expiry, the sliding key's TTL
+    run(
+        [
+            ["max", f"{prefix}:max:w", [window_end], "5", 5],
+            ["min", f"{prefix}:min:w", [window_end], "5", 5],
+            ["incrf", f"{prefix}:sum:w", [window_end], "2.5"],
+            ["max", f"{prefix}:max:s", [-1000], "5", 5],
+        ]
+    )
+    for name in ("max:w", "min:w", "sum:w"):
+        assert window_end - now - 2 <= client.ttl(f"{prefix}:{name}") <= window_end - now, name
+    assert 998 <= client.ttl(f"{prefix}:max:s") <= 1000
+
+    for name in ("max:s", "min:s", "max:k", "min:k"):
+        client.set(f"{prefix}:{name}", "7", ex=50)
+    run(
+        [
+            ["max", f"{prefix}:max:s", [-1000], "9", 9],  # written: the sliding TTL restarts
+            ["min", f"{prefix}:min:s", -1000, "9", 9],  # kept, but a refresh is asked for
+            ["max", f"{prefix}:max:k", [-1000], "3", 3],  # smaller: put back, with the SET's TTL
+            ["min", f"{prefix}:min:k", [-1000], "9", 9],  # kept: the key's TTL stays
+            ["incrf", f"{prefix}:sum:w", [window_end], "1.25"],
+        ]
+    )
+    values = {name: client.get(f"{prefix}:{name}") for name in ("max:s", "min:s", "max:k", "min:k")}
+    ttls = {name: client.ttl(f"{prefix}:{name}") for name in values}
+    assert values == {"max:s": b"9", "min:s": b"7", "max:k": b"7", "min:k": b"7"}
+    assert all(998 <= ttls[name] <= 1000 for name in ("max:s", "min:s", "max:k")), ttls
+    assert ttls["min:k"] <= 50
+    assert client.get(f"{prefix}:sum:w") == b"3.75"
+    assert window_end - now - 2 <= client.ttl(f"{prefix}:sum:w") <= window_end - now
