@@ -352,9 +352,9 @@ def test_every_view_key_keeps_a_ttl_even_when_deleted_and_recreated_under_a_proc
 
 
 def test_sums_min_and_max_write_their_expiry_with_the_value(engines: Settings) -> None:
-    """Sums, min and max put the expiry in their SET (EXAT/EX), not in an EXPIRE after it: a key they
-    create gets it, a sliding key's TTL restarts at each write, a value kept (a smaller max, a larger
-    min) keeps the key's TTL unless a refresh was asked for, and a put-back max keeps the new TTL."""
+    """Sums, min and max put a due expiry in their SET (EXAT/EX) when they know it before writing
+    (a sum or min creating its key, a refresh asked for), and call EXPIRE only otherwise: a max that
+    created its key, a kept value asked to refresh. Each key ends with the TTL it had before."""
     import ormsgpack
 
     settings = speed_settings(engines)
@@ -392,21 +392,36 @@ def test_sums_min_and_max_write_their_expiry_with_the_value(engines: Settings) -
         assert window_end - now - 2 <= client.ttl(f"{prefix}:{name}") <= window_end - now, name
     assert 998 <= client.ttl(f"{prefix}:max:s") <= 1000
 
-    for name in ("max:s", "min:s", "max:k", "min:k"):
+    for name in ("max:s", "min:s", "max:k", "min:k", "max:o", "sum:o"):
         client.set(f"{prefix}:{name}", "7", ex=50)
+    client.config_resetstat()
     run(
         [
-            ["max", f"{prefix}:max:s", [-1000], "9", 9],  # written: the sliding TTL restarts
-            ["min", f"{prefix}:min:s", -1000, "9", 9],  # kept, but a refresh is asked for
-            ["max", f"{prefix}:max:k", [-1000], "3", 3],  # smaller: put back, with the SET's TTL
+            ["max", f"{prefix}:max:s", -1000, "9", 9],  # written, refresh asked: in the SET
+            ["min", f"{prefix}:min:s", -1000, "9", 9],  # kept, refresh asked: EXPIRE
+            ["max", f"{prefix}:max:k", -1000, "3", 3],  # smaller, refresh asked: put back, new TTL kept
             ["min", f"{prefix}:min:k", [-1000], "9", 9],  # kept: the key's TTL stays
-            ["incrf", f"{prefix}:sum:w", [window_end], "1.25"],
+            ["max", f"{prefix}:max:o", [-1000], "9", 9],  # written, not created: the TTL stays
+            ["incrf", f"{prefix}:sum:o", -1000, "1"],  # refresh asked: in the SET
+            ["incrf", f"{prefix}:sum:w", [window_end], "1.25"],  # the window's expiry stays
         ]
     )
-    values = {name: client.get(f"{prefix}:{name}") for name in ("max:s", "min:s", "max:k", "min:k")}
-    ttls = {name: client.ttl(f"{prefix}:{name}") for name in values}
-    assert values == {"max:s": b"9", "min:s": b"7", "max:k": b"7", "min:k": b"7"}
-    assert all(998 <= ttls[name] <= 1000 for name in ("max:s", "min:s", "max:k")), ttls
+    stats = client.info("commandstats")
+    assert stats.get("cmdstat_expire", {}).get("calls") == 1  # the kept min's refresh only
+    assert "cmdstat_expireat" not in stats
+    names = ("max:s", "min:s", "max:k", "min:k", "max:o", "sum:o", "sum:w")
+    values = {name: client.get(f"{prefix}:{name}") for name in names}
+    ttls = {name: client.ttl(f"{prefix}:{name}") for name in names}
+    assert values == {
+        "max:s": b"9",
+        "min:s": b"7",
+        "max:k": b"7",
+        "min:k": b"7",
+        "max:o": b"9",
+        "sum:o": b"8",
+        "sum:w": b"3.75",
+    }
+    assert all(998 <= ttls[name] <= 1000 for name in ("max:s", "min:s", "max:k", "sum:o")), ttls
     assert ttls["min:k"] <= 50
-    assert client.get(f"{prefix}:sum:w") == b"3.75"
-    assert window_end - now - 2 <= client.ttl(f"{prefix}:sum:w") <= window_end - now
+    assert ttls["max:o"] <= 50
+    assert window_end - now - 2 <= ttls["sum:w"] <= window_end - now
