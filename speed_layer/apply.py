@@ -63,10 +63,13 @@ def chunk_bounds(
 # KEYS: none (every key is in the payload: the script is not Redis-Cluster safe yet, see docs).
 # ARGV[1]: MessagePack (≈80% of cjson's instructions to decode, docs/benchmarks.md):
 #   {state, expect, hwm, maxts, now, seen: [[key, expireat, ids...]], stats: key,
-#    counts: {field: n}, ops: [kind, key, ecmd, earg, only_if_created, argc, args..., kind, ...]}
-# The ops are one flat array (``encode_ops``): decoding builds no table per op, and it was a table
-# and a growing array per op (plus one for its expiry) that made MessagePack a fifth of the script.
-# An op's expiry: ``ecmd`` EXPIREAT or EXPIRE with ``earg``, or false for none; only_if_created (not
+#    counts: {field: n}, ops: [kind, ecmd, earg, only_if_created, count, key, argc, args..., ...]}
+# The ops are one flat array (``encode_ops``) of groups: the ops of one kind and one expiry share
+# their head (kind, ecmd, earg, only_if_created) and each op is its key, argc and args. Decoding
+# builds no table per op (a table and a growing array per op made MessagePack a fifth of the
+# script), and a chunk's few thousand ops fall in a few dozen groups, so half of the values decoded
+# were the heads repeated (docs/benchmarks.md, speed).
+# A group's expiry: ``ecmd`` EXPIREAT or EXPIRE with ``earg``, or false for none; only_if_created (not
 # for cooc, hset, zadd, xadd): set it only when the op may have created the key — the caller knows
 # the key's expiry is set already (a window key's expiry never changes; a sliding one was refreshed
 # recently, see compiler.payload). "May have": counters, sums, min/max and last know; zincr, pfadd
@@ -98,88 +101,93 @@ for _, s in ipairs(p.seen) do
 end
 local ops, i, n = p.ops, 1, #p.ops
 while i <= n do
-  local kind, key, ecmd, earg, only = ops[i], ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
-  local a = i + 6  -- the op's first argument; its last is z
-  local z = i + 5 + ops[i + 5]
-  i = z + 1
-  local created = false  -- the op made the key: counters, sums, min/max and last can tell for free
-  if kind == 'incr' then  -- n as a string, then as a number
-    created = redis.call('INCRBY', key, ops[a]) == ops[a + 1]
-  elseif kind == 'incrf' then
-    -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
-    -- 15 significant digits are exact for a double and drop the binary noise (427.03, not ...03000000000003).
-    local stored = redis.call('GET', key)  -- and SET ... KEEPTTL below: a plain SET drops the TTL
-    created = not stored
-    local sum = string.format('%.15g', (tonumber(stored) or 0) + tonumber(ops[a]))
-    if ecmd and (created or not only) then
-      redis.call('SET', key, sum, SET_EXPIRY[ecmd], earg)
-      ecmd = false
-    else
-      redis.call('SET', key, sum, 'KEEPTTL')
-    end
-  elseif kind == 'pfadd' then
-    created = redis.call('PFADD', key, unpack(ops, a, z)) == 1  -- 1 whenever it creates the key
-  elseif kind == 'max' then  -- the value as a string, then as a number
-    -- one call when the value grows (event times mostly do), a second to put a greater one back
-    local stored
-    if ecmd and not only then
-      stored = redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg, 'GET')
-      ecmd = false
-    else
-      stored = redis.call('SET', key, ops[a], 'KEEPTTL', 'GET')
+  local kind, gcmd, earg, only, count = ops[i], ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
+  i = i + 5
+  for _ = 1, count do
+    local key, ecmd = ops[i], gcmd
+    local a = i + 2  -- the op's first argument; its last is z
+    local z = i + 1 + ops[i + 1]
+    i = z + 1
+    local created = false  -- the op made the key: counters, sums, min/max and last can tell for free
+    if kind == 'incr' then  -- n as a string, then as a number
+      created = redis.call('INCRBY', key, ops[a]) == ops[a + 1]
+    elseif kind == 'incrf' then
+      -- not INCRBYFLOAT: Redis 6.2 can crash when a script's INCRBYFLOAT follows a many-argument call.
+      -- 15 significant digits are exact for a double and drop the binary noise
+      -- (427.03, not 427.03000000000003).
+      local stored = redis.call('GET', key)  -- and SET ... KEEPTTL below: a plain SET drops the TTL
       created = not stored
-    end
-    local old = tonumber(stored)  -- nil for a value that is not a number: replaced, as before
-    if old and old > ops[a + 1] then redis.call('SET', key, stored, 'KEEPTTL') end
-  elseif kind == 'min' then
-    local stored = tonumber(redis.call('GET', key))
-    created = not stored
-    if not stored or ops[a + 1] < stored then
+      local sum = string.format('%.15g', (tonumber(stored) or 0) + tonumber(ops[a]))
       if ecmd and (created or not only) then
-        redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg)
+        redis.call('SET', key, sum, SET_EXPIRY[ecmd], earg)
         ecmd = false
       else
-        redis.call('SET', key, ops[a], 'KEEPTTL')
+        redis.call('SET', key, sum, 'KEEPTTL')
       end
-    end
-  elseif kind == 'last' then  -- time as a string, value, time as a number
-    local stored = tonumber(redis.call('HGET', key, 't'))
-    created = not stored
-    if not stored or stored <= ops[a + 2] then
-      redis.call('HSET', key, 't', ops[a], 'v', ops[a + 1])
-    end
-  elseif kind == 'zincr' then  -- increments written as Redis writes scores (%.17g)
-    -- a key this op creates gets its first member new: the first score equals its increment
-    created = redis.call('ZINCRBY', key, ops[a], ops[a + 1]) == ops[a]
-    for j = a + 2, z, 2 do redis.call('ZINCRBY', key, ops[j], ops[j + 1]) end
-  elseif kind == 'lastn' then  -- ZREMRANGEBYRANK's stop, then score/member pairs
-    created = redis.call('ZADD', key, 'GT', unpack(ops, a + 1, z)) > 0  -- members added: > 0 if created
-    redis.call('ZREMRANGEBYRANK', key, '0', ops[a])
-  elseif kind == 'cooc' then  -- the item sets' prefix and expiry, then the items
-    local prefix, icmd, iarg = ops[a], ops[a + 1], ops[a + 2]
-    for j = a + 3, z do
-      local item = ops[j]
-      if redis.call('SISMEMBER', key, item) == 0 then
-        for _, other in ipairs(redis.call('SMEMBERS', key)) do
-          redis.call('ZINCRBY', prefix .. item, '1', other)
-          -- the other item's set had its expiry from its own view; a first pair may create it
-          if redis.call('ZINCRBY', prefix .. other, '1', item) == '1' and icmd then
-            redis.call(icmd, prefix .. other, iarg)
-          end
+    elseif kind == 'pfadd' then
+      created = redis.call('PFADD', key, unpack(ops, a, z)) == 1  -- 1 whenever it creates the key
+    elseif kind == 'max' then  -- the value as a string, then as a number
+      -- one call when the value grows (event times mostly do), a second to put a greater one back
+      local stored
+      if ecmd and not only then
+        stored = redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg, 'GET')
+        ecmd = false
+      else
+        stored = redis.call('SET', key, ops[a], 'KEEPTTL', 'GET')
+        created = not stored
+      end
+      local old = tonumber(stored)  -- nil for a value that is not a number: replaced, as before
+      if old and old > ops[a + 1] then redis.call('SET', key, stored, 'KEEPTTL') end
+    elseif kind == 'min' then
+      local stored = tonumber(redis.call('GET', key))
+      created = not stored
+      if not stored or ops[a + 1] < stored then
+        if ecmd and (created or not only) then
+          redis.call('SET', key, ops[a], SET_EXPIRY[ecmd], earg)
+          ecmd = false
+        else
+          redis.call('SET', key, ops[a], 'KEEPTTL')
         end
-        redis.call('SADD', key, item)
-        if icmd then redis.call(icmd, prefix .. item, iarg) end
       end
+    elseif kind == 'last' then  -- time as a string, value, time as a number
+      local stored = tonumber(redis.call('HGET', key, 't'))
+      created = not stored
+      if not stored or stored <= ops[a + 2] then
+        redis.call('HSET', key, 't', ops[a], 'v', ops[a + 1])
+      end
+    elseif kind == 'zincr' then  -- increments written as Redis writes scores (%.17g)
+      -- a key this op creates gets its first member new: the first score equals its increment
+      created = redis.call('ZINCRBY', key, ops[a], ops[a + 1]) == ops[a]
+      for j = a + 2, z, 2 do redis.call('ZINCRBY', key, ops[j], ops[j + 1]) end
+    elseif kind == 'lastn' then  -- ZREMRANGEBYRANK's stop, then score/member pairs
+      created = redis.call('ZADD', key, 'GT', unpack(ops, a + 1, z)) > 0  -- members added: > 0 if created
+      redis.call('ZREMRANGEBYRANK', key, '0', ops[a])
+    elseif kind == 'cooc' then  -- the item sets' prefix and expiry, then the items
+      local prefix, icmd, iarg = ops[a], ops[a + 1], ops[a + 2]
+      for j = a + 3, z do
+        local item = ops[j]
+        if redis.call('SISMEMBER', key, item) == 0 then
+          for _, other in ipairs(redis.call('SMEMBERS', key)) do
+            redis.call('ZINCRBY', prefix .. item, '1', other)
+            -- the other item's set had its expiry from its own view; a first pair may create it
+            if redis.call('ZINCRBY', prefix .. other, '1', item) == '1' and icmd then
+              redis.call(icmd, prefix .. other, iarg)
+            end
+          end
+          redis.call('SADD', key, item)
+          if icmd then redis.call(icmd, prefix .. item, iarg) end
+        end
+      end
+    elseif kind == 'hset' then
+      redis.call('HSET', key, unpack(ops, a, z))
+    elseif kind == 'zadd' then
+      redis.call('ZADD', key, unpack(ops, a + 1, z))
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ops[a])
+    elseif kind == 'xadd' then
+      redis.call('XADD', key, 'MAXLEN', '~', ops[a], '*', unpack(ops, a + 1, z))
     end
-  elseif kind == 'hset' then
-    redis.call('HSET', key, unpack(ops, a, z))
-  elseif kind == 'zadd' then
-    redis.call('ZADD', key, unpack(ops, a + 1, z))
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ops[a])
-  elseif kind == 'xadd' then
-    redis.call('XADD', key, 'MAXLEN', '~', ops[a], '*', unpack(ops, a + 1, z))
+    if ecmd and (created or not only) then redis.call(ecmd, key, earg) end
   end
-  if ecmd and (created or not only) then redis.call(ecmd, key, earg) end
 end
 redis.call('HSET', p.state, 'hwm', p.hwm, 'maxts', p.maxts)
 for name, count in pairs(p.counts) do
@@ -209,12 +217,19 @@ def evalsha_command(sha: str | bytes, argument: bytes) -> bytes:
 
 def encode_ops(ops: Iterable[Sequence[Any]]) -> list[Any]:
     """``[kind, key, expiry, args...]`` ops (expiry as ``[e]``: only if the op created the key) in
-    the script's flat wire form; the args as the script takes them (see ``ViewOps.payload``)."""
+    the script's flat wire form, consecutive ops of one kind and expiry in one group; the args as the
+    script takes them (see ``ViewOps.payload``)."""
     flat: list[Any] = []
+    group: tuple[Any, ...] = ()
+    at = 0  # where the current group's op count is
     for kind, key, expiry, *args in ops:
         only = isinstance(expiry, list)
-        command, argument = expire_command(expiry[0] if only else expiry)
-        flat += (kind, key, command, argument, only, len(args), *args)
+        head = (kind, *expire_command(expiry[0] if only else expiry), only)
+        if head != group:
+            group, at = head, len(flat) + 4
+            flat += (*head, 0)
+        flat[at] += 1
+        flat += (key, len(args), *args)
     return flat
 
 
@@ -222,10 +237,13 @@ def decode_ops(flat: Sequence[Any]) -> list[list[Any]]:
     """The flat wire form back as ``[kind, key, expiry or [expiry], args...]`` ops (for reading)."""
     ops, i = [], 0
     while i < len(flat):
-        kind, key, command, argument, only, argc = flat[i : i + 6]
+        kind, command, argument, only, count = flat[i : i + 5]
         expiry = {"EXPIREAT": 1, "EXPIRE": -1}.get(command, 0) * int(argument or 0)
-        ops.append([kind, key, [expiry] if only else expiry, *flat[i + 6 : i + 6 + argc]])
-        i += 6 + argc
+        i += 5
+        for _ in range(count):
+            key, argc = flat[i], flat[i + 1]
+            ops.append([kind, key, [expiry] if only else expiry, *flat[i + 2 : i + 2 + argc]])
+            i += 2 + argc
     return ops
 
 

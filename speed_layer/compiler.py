@@ -360,8 +360,9 @@ class ViewOps:
         entry[2].append(str(item))
 
     def payload(self, refreshed: Mapping[str, float] | None = None, now: float = 0.0) -> list[Any]:
-        """The ops for ``apply.lua``, in its flat wire form (``apply.encode_ops``): for each op
-        ``kind, key, expire command, its argument, only_if_created, argc, args...``. What Redis
+        """The ops for ``apply.lua``, in its flat wire form (``apply.encode_ops``): groups of
+        ``kind, expire command, its argument, only_if_created, count`` and then each op's ``key,
+        argc, args...``, one group per kind and expiry. What Redis
         takes goes as a string and what the script compares as a number too: Redis formats a
         number argument with ``%.17g`` and Lua's ``tonumber`` parses a string twice, ≈1,900
         instructions each, which were an eighth of the script.
@@ -375,7 +376,6 @@ class ViewOps:
         (docs/benchmarks.md, speed).
         """
         ops: list[Any] = []
-        add = ops.extend
         expiry = self.expiry
         refreshing = self.refreshing = []
         known = refreshed if refreshed is not None else {}
@@ -383,9 +383,12 @@ class ViewOps:
         fixed: dict[int, tuple[Any, str, bool]] = {}  # expiry -> wire head, "only if created"
         always: dict[int, tuple[Any, str, bool]] = {}  # expiry -> wire head, set whatever happens
         since: dict[int, float] = {}  # sliding expiry -> refreshed after this needs no refresh
+        groups: dict[tuple[Any, str, bool], list[Any]] = {}  # the current kind's: head -> [count, ops...]
 
-        def once(k: str) -> tuple[Any, str, bool]:
+        def group(k: str) -> list[Any]:
+            """The group of the current kind that takes ``k``'s op, counting the op in it."""
             e = expiry[k]
+            head = None
             if e < 0:
                 after = since.get(e)
                 if after is None:
@@ -396,53 +399,76 @@ class ViewOps:
                     head = always.get(e)
                     if head is None:
                         head = always[e] = (*expire_command(e), False)
-                    return head
-            head = fixed.get(e)
             if head is None:
-                head = fixed[e] = (*expire_command(e), bool(e))
-            return head
+                head = fixed.get(e)
+                if head is None:
+                    head = fixed[e] = (*expire_command(e), bool(e))
+            g = groups.get(head)
+            if g is None:
+                g = groups[head] = [0]
+            g[0] += 1
+            return g
+
+        def flush(kind: str) -> None:
+            for head, g in groups.items():
+                ops.append(kind)
+                ops.extend(head)
+                ops.extend(g)
+            groups.clear()
 
         for k, n in self.counts.items():
-            h = once(k)
-            add(("incr", k, h[0], h[1], h[2], 2, str(n), n))
+            group(k).extend((k, 2, str(n), n))
+        flush("incr")
         for k, v in self.sums.items():
-            h = once(k)
-            add(("incrf", k, h[0], h[1], h[2], 1, repr(v)))
+            group(k).extend((k, 1, repr(v)))
+        flush("incrf")
         for k, members in self.distinct.items():
-            h = once(k)
+            g = group(k)
+            g[0] -= 1  # counted per chunk below
             for chunk in _chunks(sorted(members)):
-                add(("pfadd", k, h[0], h[1], h[2], len(chunk)))
-                add(chunk)
+                g[0] += 1
+                g += (k, len(chunk), *chunk)
+        flush("pfadd")
         for k, v in self.mins.items():
-            h = once(k)
-            add(("min", k, h[0], h[1], h[2], 2, repr(v), v))
+            group(k).extend((k, 2, repr(v), v))
+        flush("min")
         for k, v in self.maxs.items():
-            h = once(k)
-            add(("max", k, h[0], h[1], h[2], 2, repr(v), v))
+            group(k).extend((k, 2, repr(v), v))
+        flush("max")
         for k, (t, v) in self.lasts.items():
-            h = once(k)
-            add(("last", k, h[0], h[1], h[2], 3, repr(t), v, t))
+            group(k).extend((k, 3, repr(t), v, t))
+        flush("last")
         for k, ranks in self.ranks.items():
-            h = once(k)
+            g = group(k)
+            g[0] -= 1
             # "%.17g" is how Redis writes a score: the script tells "created" by comparing strings
             for chunk in _chunks([x for member, w in ranks.items() for x in (f"{w:.17g}", member)]):
-                add(("zincr", k, h[0], h[1], h[2], len(chunk)))
-                add(chunk)
+                g[0] += 1
+                g += (k, len(chunk), *chunk)
+        flush("zincr")
         for k, (n, recent) in self.recents.items():
-            h = once(k)
+            g = group(k)
+            g[0] -= 1
             for chunk in _chunks([x for member, ts in recent.items() for x in (repr(ts), member)]):
-                add(("lastn", k, h[0], h[1], h[2], len(chunk) + 1, str(-(n + 1))))  # ZREMRANGEBYRANK's stop
-                add(chunk)
-        for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
-            add(("cooc", scope_key, "EXPIRE", str(SCOPE_TTL_S), False, len(items) + 3, item_prefix))
-            add(expire_command(item_expiry))
-            add(items)
+                g[0] += 1
+                g += (k, len(chunk) + 1, str(-(n + 1)), *chunk)  # ZREMRANGEBYRANK's stop first
+        flush("lastn")
+        if self.pairs:
+            cooc: list[Any] = ["cooc", "EXPIRE", str(SCOPE_TTL_S), False, len(self.pairs)]
+            for scope_key, (item_prefix, item_expiry, items) in self.pairs.items():
+                cooc += (scope_key, len(items) + 3, item_prefix, *expire_command(item_expiry), *items)
+            ops += cooc
         # strings: Lua would print a µs score in 14 digits
         for index, (expireat, floor, opened) in self.opened.items():
             flat = [x for start in opened for x in (str(start), format_start(start))]
+            head = ("EXPIREAT", str(expireat), False)
+            g = groups.get(head)
+            if g is None:
+                g = groups[head] = [0]
             for chunk in _chunks(flat):
-                add(("zadd", index, "EXPIREAT", str(expireat), False, len(chunk) + 1, str(floor)))
-                add(chunk)
+                g[0] += 1
+                g += (index, len(chunk) + 1, str(floor), *chunk)
+        flush("zadd")
         return ops
 
 

@@ -189,13 +189,16 @@ def test_a_batch_is_cut_into_chunks_starting_and_ending_with_a_short_one() -> No
 def test_the_flat_wire_form_round_trips_every_op_shape() -> None:
     ops = [
         ["incr", "k1", [1700000000], "5", 5],
+        ["incr", "k0", [1700000000], "1", 1],  # same kind and expiry: the same group
+        ["incr", "k6", 1700000000, "1", 1],  # not "only if created": a group of its own
         ["zincr", "k2", -86400, "1", "P1", "2", "P2"],
         ["cooc", "k3", -3600, "prefix:", "EXPIREAT", "1700000100", "P1", "P2"],
         ["xadd", "k4", 0, 1000, "alert_id", "a1", "alert", "{}"],
         ["hset", "k5", [-60]],  # no arguments at all
     ]
     flat = encode_ops(ops)
-    assert flat[:8] == ["incr", "k1", "EXPIREAT", "1700000000", True, 2, "5", 5]
+    assert flat[:13] == ["incr", "EXPIREAT", "1700000000", True, 2, "k1", 2, "5", 5, "k0", 2, "1", 1]
+    assert flat[13:18] == ["incr", "EXPIREAT", "1700000000", False, 1]
     assert decode_ops(flat) == ops
     # ViewOps writes the same form without building op lists first
     views = compile_views(load_catalogue(), SpeedKeys("t"), RETENTION)
