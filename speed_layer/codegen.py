@@ -1,7 +1,8 @@
 """The per-event work of the catalogue's common entries, generated as Python source once per event type.
 
-An event of one type feeds about ten entries, most of the common shape (no explode, where, weight,
-stagger or co_occurrence): read a value and a key from the event, add it to each window's bucket.
+An event of one type feeds about ten entries, most of the common shape (no explode, where, weight
+or stagger): read a value and a key from the event, add it to each window's bucket (for
+co_occurrence, to its scope's list of items).
 Done entry by entry through closures, every entry re-read the user id, re-computed the same minute
 bucket and went through three calls per window. ``event_sink`` writes one function per event type
 instead, with every read and bucket computed once per event and every update inlined: the same
@@ -29,13 +30,13 @@ SIMPLE_AGGREGATES = ("count", "sum", "count_distinct", "top_k", "last_n", "min",
 
 
 def is_simple(cm: CompiledMetric) -> bool:
-    """Entries the generated code handles: every aggregate but co_occurrence, on plain events."""
+    """Entries the generated code handles: every aggregate but stagger windows, on plain events."""
     metric = cm.metric
-    paths = [*metric.by, *[p for p in (metric.value_path,) if p]]
+    paths = [*metric.by, *[p for p in (metric.value_path, metric.scope) if p]]
     return (
         cm.stagger is None
-        and cm.scope is None
-        and metric.aggregate in SIMPLE_AGGREGATES
+        and (cm.scope is None or metric.aggregate == "co_occurrence")
+        and metric.aggregate in (*SIMPLE_AGGREGATES, "co_occurrence")
         and not metric.explode
         and not metric.filter.where
         and not metric.weight
@@ -175,6 +176,7 @@ def _update(aggregate: str, store: str, value: str, member: str, expiry: str, n:
 
 
 STORES = {
+    "co_occurrence": "pairs",
     "count": "counts",
     "sum": "sums",
     "count_distinct": "distinct",
@@ -199,7 +201,7 @@ def _entry(w: _Writer, cm: CompiledMetric) -> list[str]:
         raw = w.raw(path)
         conditions.append(f"{raw} is not None")
         value = "ts" if path == "ts" else raw
-        if aggregate in ("count_distinct", "top_k", "last_n"):
+        if aggregate in ("count_distinct", "top_k", "last_n", "co_occurrence"):
             member = "str(ts)" if path == "ts" else w.text(path)
         if aggregate == "sum":
             conditions.append(w.local("n", path, lambda: f"_number({raw})"))
@@ -213,11 +215,25 @@ def _entry(w: _Writer, cm: CompiledMetric) -> list[str]:
             prefix = w.constant(f"{window.base}:")
             key = f"{prefix} + {start_text}" + (f" + {suffix}" if suffix else "")
             expiry = f"{start} + {window.size_s + window.retention_s}"
+            scope_key = f"{w.constant(f'{window.scope_base}:')} + {start_text}"
         else:
             prefix = w.constant(window.base)
             key = f"{prefix} + {suffix}" if suffix else prefix
             expiry, is_open = str(-window.retention_s), ""
-        update = _update(aggregate, store, value, member, expiry, metric.n or 0)
+            scope_key = w.constant(window.scope_base)
+        if aggregate == "co_occurrence":  # as ViewOps._co_occurs: the item joins its scope's list
+            scope = w.raw(metric.scope or "")
+            scope_key += (f" + {suffix}" if suffix else "") + f" + ':' + {w.text(metric.scope or '')}"
+            update = [
+                f"if {scope} is not None:",
+                f"    q = {scope_key}",
+                f"    x = {store}.get(q)",
+                "    if x is None:",
+                f"        x = {store}[q] = (k + ':', {expiry}, [])",
+                f"    x[2].append({member})",
+            ]
+        else:
+            update = _update(aggregate, store, value, member, expiry, metric.n or 0)
         if numeric != "True":  # min/max/last keep numbers; the key's expiry is noted all the same
             indented = [f"    {line}" for line in update]
             update = [f"if {numeric}:", *indented, "else:", f"    expiry[k] = {expiry}"]

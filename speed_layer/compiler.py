@@ -475,7 +475,7 @@ class ViewOps:
 def compile_sink(cm: CompiledMetric) -> Sink:
     """The entry's whole per-event work (filter, key, value, windows, update) as one function.
 
-    Entries of the common shape (no explode, where, weight, stagger or co_occurrence) get generated
+    Entries of the common shape (no explode, where, weight or stagger) get generated
     code (``speed_layer.codegen``); the others read their contributions and take ``ViewOps``'
     general path. Both equal ``contributions()`` applied window by window
     (tests/unit/test_speed_compiler.py).
