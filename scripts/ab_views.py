@@ -6,7 +6,8 @@ This machine's speed changes by up to 1.7x from one minute to the next, so two b
 apart cannot show a 5% change. Here both processors run in one process over the same generated
 events, alternating batch by batch (each into its own redis-server), so both see the same minutes:
 the ratio of their CPU per event (Python: this process's thread time in ``process_records``;
-Redis: each server's CPU) moves by about 2% between two runs of the same code (docs/benchmarks.md).
+Redis: each server's CPU) and of their time moves by about 2% between two runs of the same code
+(docs/benchmarks.md).
 It then compares the two Redis states, key by key and value by value (TTLs aside), and exits 1 if
 they differ: a faster processor that writes something else is a bug, not a speed-up.
 
@@ -119,6 +120,7 @@ def main() -> int:
         heap.settle()
         size = sides["A"][0].consumer_batch_size
         python = {"A": 0.0, "B": 0.0}
+        wall = {"A": 0.0, "B": 0.0}
         redis_cpu = {"A": 0.0, "B": 0.0}
         for run in range(args.passes):
             print(f"pass {run + 1} of {args.passes}", flush=True)
@@ -131,9 +133,10 @@ def main() -> int:
             started = {name: _cpu_s(engine.pid()) for name, (_, engine, _) in sides.items()}
             for index, start in enumerate(range(0, len(records), size)):
                 for name in ("A", "B") if index % 2 == 0 else ("B", "A"):
-                    before = time.thread_time()
+                    before, clock = time.thread_time(), time.perf_counter()
                     processors[name].process_records(records[start : start + size], ctx)
                     python[name] += time.thread_time() - before
+                    wall[name] += time.perf_counter() - clock
             for name, (_, engine, _) in sides.items():
                 redis_cpu[name] += _cpu_s(engine.pid()) - started[name]
         events = len(records) * args.passes
@@ -141,9 +144,13 @@ def main() -> int:
             label = f"A ({args.against})" if name == "A" else "B (working tree)"
             print(
                 f"{label}: Python {python[name] / events * 1e6:.2f} µs/event, "
-                f"Redis {redis_cpu[name] / events * 1e6:.2f} µs/event"
+                f"Redis {redis_cpu[name] / events * 1e6:.2f} µs/event, "
+                f"{events / wall[name]:,.0f} events/s"
             )
-        print(f"B/A: Python {python['B'] / python['A']:.3f}, Redis {redis_cpu['B'] / redis_cpu['A']:.3f}")
+        print(
+            f"B/A: Python {python['B'] / python['A']:.3f}, Redis {redis_cpu['B'] / redis_cpu['A']:.3f}, "
+            f"time {wall['B'] / wall['A']:.3f}"
+        )
         state_a, state_b = (redis_state(client) for _, _, client in sides.values())
         differ = sorted(k for k in state_a.keys() | state_b.keys() if state_a.get(k) != state_b.get(k))
         print(f"Redis state: {len(state_a)} keys (A), {len(state_b)} (B), {len(differ)} differ {differ[:5]}")
