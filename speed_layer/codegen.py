@@ -215,14 +215,17 @@ def _entry(w: _Writer, cm: CompiledMetric) -> list[str]:
             prefix = w.constant(f"{window.base}:")
             key = f"{prefix} + {start_text}" + (f" + {suffix}" if suffix else "")
             expiry = f"{start} + {window.size_s + window.retention_s}"
-            scope_key = f"{w.constant(f'{window.scope_base}:')} + {start_text}"
         else:
             prefix = w.constant(window.base)
             key = f"{prefix} + {suffix}" if suffix else prefix
             expiry, is_open = str(-window.retention_s), ""
-            scope_key = w.constant(window.scope_base)
         if aggregate == "co_occurrence":  # as ViewOps._co_occurs: the item joins its scope's list
             scope = w.raw(metric.scope or "")
+            scope_key = (
+                f"{w.constant(f'{window.scope_base}:')} + {w.bucket(window.size_s)[2]}"
+                if window.size_s
+                else w.constant(window.scope_base)
+            )
             scope_key += (f" + {suffix}" if suffix else "") + f" + ':' + {w.text(metric.scope or '')}"
             update = [
                 f"if {scope} is not None:",
