@@ -9,7 +9,7 @@ one INCRBY), and serialises them for the one Lua call that applies the batch (``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -385,8 +385,8 @@ class ViewOps:
         since: dict[int, float] = {}  # sliding expiry -> refreshed after this needs no refresh
         groups: dict[tuple[Any, str, bool], list[Any]] = {}  # the current kind's: head -> [count, ops...]
 
-        def group(k: str) -> list[Any]:
-            """The group of the current kind that takes ``k``'s op, counting the op in it."""
+        def group(k: str, count: int = 1) -> list[Any]:
+            """The group of the current kind that takes ``k``'s ops, counting them in it."""
             e = expiry[k]
             head = None
             if e < 0:
@@ -406,7 +406,7 @@ class ViewOps:
             g = groups.get(head)
             if g is None:
                 g = groups[head] = [0]
-            g[0] += 1
+            g[0] += count
             return g
 
         def flush(kind: str) -> None:
@@ -423,10 +423,9 @@ class ViewOps:
             group(k).extend((k, 1, repr(v)))
         flush("incrf")
         for k, members in self.distinct.items():
-            g = group(k)
-            g[0] -= 1  # counted per chunk below
-            for chunk in _chunks(sorted(members)):
-                g[0] += 1
+            chunks = _chunks(sorted(members))
+            g = group(k, len(chunks))
+            for chunk in chunks:
                 g += (k, len(chunk), *chunk)
         flush("pfadd")
         for k, v in self.mins.items():
@@ -439,18 +438,16 @@ class ViewOps:
             group(k).extend((k, 3, repr(t), v, t))
         flush("last")
         for k, ranks in self.ranks.items():
-            g = group(k)
-            g[0] -= 1
             # "%.17g" is how Redis writes a score: the script tells "created" by comparing strings
-            for chunk in _chunks([x for member, w in ranks.items() for x in (f"{w:.17g}", member)]):
-                g[0] += 1
+            chunks = _chunks([x for member, w in ranks.items() for x in (f"{w:.17g}", member)])
+            g = group(k, len(chunks))
+            for chunk in chunks:
                 g += (k, len(chunk), *chunk)
         flush("zincr")
         for k, (n, recent) in self.recents.items():
-            g = group(k)
-            g[0] -= 1
-            for chunk in _chunks([x for member, ts in recent.items() for x in (repr(ts), member)]):
-                g[0] += 1
+            chunks = _chunks([x for member, ts in recent.items() for x in (repr(ts), member)])
+            g = group(k, len(chunks))
+            for chunk in chunks:
                 g += (k, len(chunk) + 1, str(-(n + 1)), *chunk)  # ZREMRANGEBYRANK's stop first
         flush("lastn")
         if self.pairs:
@@ -461,12 +458,13 @@ class ViewOps:
         # strings: Lua would print a µs score in 14 digits
         for index, (expireat, floor, opened) in self.opened.items():
             flat = [x for start in opened for x in (str(start), format_start(start))]
-            head = ("EXPIREAT", str(expireat), False)
+            head = ("EXPIREAT", str(expireat), False)  # whatever happens: not from self.expiry
+            chunks = _chunks(flat)
             g = groups.get(head)
             if g is None:
                 g = groups[head] = [0]
-            for chunk in _chunks(flat):
-                g[0] += 1
+            g[0] += len(chunks)
+            for chunk in chunks:
                 g += (index, len(chunk) + 1, str(floor), *chunk)
         flush("zadd")
         return ops
@@ -498,6 +496,6 @@ def compile_sink(cm: CompiledMetric) -> Sink:
     return general
 
 
-def _chunks(values: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(values), MAX_ARGS):
-        yield values[start : start + MAX_ARGS]
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    """``values`` cut into lists of at most ``MAX_ARGS`` (one Redis command's members each)."""
+    return [values[start : start + MAX_ARGS] for start in range(0, len(values), MAX_ARGS)]
