@@ -26,7 +26,7 @@ import orjson
 from bench._common import free_port
 from ingest.collector.process import CollectorProcess
 from lambdalake.errors import LambdalakeError
-from lambdalake.local.services import KinesisEngine
+from lambdalake.local.services import KinesisEngine, start_and_wait
 from lambdalake.settings import Settings
 
 BATCH_SIZE = 100
@@ -142,12 +142,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     kinesis = KinesisEngine("kinesis", "kinesis_port", settings)
     try:
         progress(f"kinesalite: starting on 127.0.0.1:{settings.kinesis_port} (home {home})")
-        kinesis.start()
-        deadline = time.monotonic() + settings.engine_start_timeout_s
-        while not kinesis.healthy():
-            if time.monotonic() > deadline:
-                raise LambdalakeError(f"kinesalite did not start: see {kinesis.log_file}")
-            time.sleep(0.1)
+        start_and_wait(kinesis)
         kinesis.after_start()
         progress(f"building {requests} requests of {BATCH_SIZE} events")
         bodies, warmup = make_bodies(requests), make_bodies(20)

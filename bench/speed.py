@@ -45,7 +45,7 @@ SHARDS = 2
 
 
 def _engines(home: Path) -> tuple[Settings, list[Any]]:
-    from lambdalake.local.services import KinesisEngine, RedisEngine
+    from lambdalake.local.services import KinesisEngine, RedisEngine, start_and_wait
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -62,13 +62,7 @@ def _engines(home: Path) -> tuple[Settings, list[Any]]:
         KinesisEngine("kinesis", "kinesis_port", settings),
         RedisEngine("redis", "redis_port", settings),
     ]
-    for engine in engines:
-        engine.start()
-    deadline = time.monotonic() + 30
-    while not all(e.healthy() for e in engines):
-        if time.monotonic() > deadline:
-            raise RuntimeError("bench engines did not start")
-        time.sleep(0.1)
+    start_and_wait(*engines)
     return settings, engines
 
 

@@ -90,7 +90,7 @@ def main() -> int:
         from bench.speed import _cpu_s, _lines
         from lambdalake import heap
         from lambdalake.consumer.processor import BatchContext
-        from lambdalake.local.services import RedisEngine
+        from lambdalake.local.services import RedisEngine, start_and_wait
         from lambdalake.settings import Settings
         from lambdalake.stream.bus import StreamRecord
 
@@ -102,13 +102,8 @@ def main() -> int:
                 speed_key_prefix="ab",
             )
             engine = RedisEngine("redis", "redis_port", settings)
-            engine.start()
             engines.append(engine)
-            deadline = time.monotonic() + 30
-            while not engine.healthy():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.1)
+            start_and_wait(engine)
             return settings, engine, redis_lib.Redis.from_url(settings.redis_url)
 
         sides = {"A": server("a"), "B": server("b")}

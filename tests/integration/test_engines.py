@@ -175,3 +175,27 @@ def test_kinesalite_survives_a_client_that_dies_mid_request(own_engines: Setting
     time.sleep(0.5)  # an RST, not a FIN: the request is aborted mid-body
     assert all(row["healthy"] for row in LocalEngines(own_engines).status())
     get_bus(own_engines).put_records(own_engines.stream_name, [Record(b"after-abort", "k")])
+
+
+def test_start_and_wait_starts_an_engine_of_its_own_and_names_the_log_of_one_that_never_answers(
+    tmp_path: Path,
+) -> None:
+    from lambdalake.errors import LambdalakeError
+    from lambdalake.local.services import RedisEngine, start_and_wait
+
+    settings = make_settings(tmp_path / "own")
+    engine = RedisEngine("redis", "redis_port", settings)
+    try:
+        start_and_wait(engine)
+        assert redis.Redis.from_url(settings.redis_url).ping()
+    finally:
+        engine.stop()
+
+    silent = make_settings(tmp_path / "silent", redis_server_bin="/bin/true", engine_start_timeout_s=1.0)
+    never = RedisEngine("redis", "redis_port", silent)
+    started = time.monotonic()
+    with pytest.raises(
+        LambdalakeError, match=r"redis did not answer on 127\.0\.0\.1:\d+ within 1s: see .*redis\.log"
+    ):
+        start_and_wait(never)
+    assert time.monotonic() - started < 10
