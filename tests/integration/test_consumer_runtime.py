@@ -131,6 +131,13 @@ def read_dlq(bus: StreamBus, stream: str, want: int, timeout: float = 10.0) -> l
     return letters
 
 
+def every_shard_checkpointed(settings: Settings, redis: Any, names: dict[str, str], shards: int) -> bool:
+    """One read of the lease table: before the worker creates its leases the table is empty, and
+    every lease of an empty table is checkpointed."""
+    state = leases(redis, names["group"], settings)
+    return len(state) == shards and all(is_sequence(lease.checkpoint) for lease in state)
+
+
 def applied_count(redis: Any, ns: str) -> int:
     return int(redis.hlen(f"{ns}:applied"))
 
@@ -222,14 +229,7 @@ def test_records_older_than_max_age_go_to_the_dlq(
     time.sleep(1.2)
     worker = start_worker(engines, redis, names, max_record_age_s=1.0)
     try:
-        wait_until(
-            lambda: (
-                all(is_sequence(lease.checkpoint) for lease in leases(redis, names["group"], engines))
-                and len(leases(redis, names["group"], engines)) == 4
-            ),
-            15,
-            "every shard checkpointed",
-        )
+        wait_until(lambda: every_shard_checkpointed(engines, redis, names, 4), 15, "every shard checkpointed")
     finally:
         stop(worker)
     assert applied_count(redis, names["ns"]) == 0
