@@ -1,6 +1,7 @@
 """Compare the views processor of another commit with the working tree's, batch by batch.
 
     .venv/bin/python scripts/ab_views.py [--against REF] [--events N] [--passes P]
+                                         [--block B] [--pipelined]
 
 This machine's speed changes by up to 1.7x from one minute to the next, so two bench runs a minute
 apart cannot show a 5% change. Here both processors run in one process over the same generated
@@ -73,6 +74,16 @@ def main() -> int:
     parser.add_argument("--against", default="HEAD", help="the commit to compare with (default HEAD)")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--passes", type=int, default=2, help="runs over the events, from empty Redis")
+    parser.add_argument(
+        "--block", type=int, default=1, help="batches each side processes per turn (default 1)"
+    )
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="a side with submit_records submits each batch of its turn while the one before is "
+        "applied, and finishes the last (as the runtime does while a shard has a backlog); use "
+        "--block of 5 or more, since every turn ends with a finish",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="lambdalake-ab-"))
@@ -126,10 +137,20 @@ def main() -> int:
                 processors[name] = views.ViewsProcessor(settings, client, metrics.SpeedMetrics())
             ctx = BatchContext("views", sides["A"][0].stream_name, "shard-0", "ab", 1, 0, 1)
             started = {name: _cpu_s(engine.pid()) for name, (_, engine, _) in sides.items()}
-            for index, start in enumerate(range(0, len(records), size)):
+            starts = range(0, len(records), size)
+            turns = [starts[i : i + args.block] for i in range(0, len(starts), args.block)]
+            for index, turn in enumerate(turns):
                 for name in ("A", "B") if index % 2 == 0 else ("B", "A"):
+                    processor = processors[name]
+                    pipelined = args.pipelined and hasattr(processor, "submit_records")
                     before, clock = time.thread_time(), time.perf_counter()
-                    processors[name].process_records(records[start : start + size], ctx)
+                    for start in turn:
+                        if pipelined:
+                            processor.submit_records(records[start : start + size], ctx)
+                        else:
+                            processor.process_records(records[start : start + size], ctx)
+                    if pipelined:
+                        processor.finish()
                     python[name] += time.thread_time() - before
                     wall[name] += time.perf_counter() - clock
             for name, (_, engine, _) in sides.items():

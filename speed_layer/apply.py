@@ -18,11 +18,19 @@ Every group (views, alerts, enrich) applies a batch the same way:
 
 The ``hwm`` makes a replay a no-op and fences a zombie; the seen-set catches resends; the
 runtime's checkpoint is only where reading restarts.
+
+A batch goes to Redis as chunks, one script call each, pipelined (``_Flow``). While a shard has a
+backlog the runtime submits batch after batch (``submit_records``): the chunks of consecutive
+batches then flow as one, so Redis applies a batch's tail while Python builds the next one's head,
+and a batch is reported durable once its last chunk's reply is read. The same fence makes that
+safe: a chunk refused, or any error, fails every chunk after it, and the runtime delivers the
+batches not yet durable again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +52,7 @@ SEEN_CHUNK = 1000
 CHUNK = 500  # records per script call; a batch's chunks are pipelined (docs/benchmarks.md)
 FIRST_CHUNK = 100  # a batch starts with a short chunk, so Redis has work soon
 LAST_CHUNK = 50  # and ends with one: Python waits only for it to be applied
+BUILDER_BATCHES = 16  # a pipelined flow's builder starts afresh after this many batches (_Flow)
 
 
 def chunk_bounds(
@@ -352,6 +361,7 @@ class EffectivelyOnceProcessor:
         self.dedupe_ttl = int(settings.speed_dedupe_ttl_s)
         self.sha = redis.script_load(APPLY_LUA)
         self._states: dict[str, ShardState] = {}
+        self._flow: _Flow | None = None  # batches submitted and not finished (submit_records)
 
     def builder(self) -> BatchBuilder:
         raise NotImplementedError
@@ -376,14 +386,22 @@ class EffectivelyOnceProcessor:
 
     # --- RecordProcessor ------------------------------------------------------------------------
     def initialize(self, shard_id: str, start_position: Position) -> None:
+        self._abandon()
         self._states.pop(shard_id, None)
 
     def shutdown(self, reason: str) -> None:
+        self._abandon()  # not checkpointed: a replay applies what did not, the hwm skips what did
         self._states.clear()
+
+    def _abandon(self) -> None:
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            self._drop(flow.connection)
 
     def process_records(self, records: list[StreamRecord], ctx: BatchContext) -> None:
         if not records:
             return
+        self.finish()  # the runtime never mixes the two, but a batch in flight goes first
         with self.metrics.batch_seconds.labels(self.group).time():
             for _ in range(MAX_CONFLICTS):
                 if self._apply(ctx.shard_id, records):
@@ -425,134 +443,17 @@ class EffectivelyOnceProcessor:
         return seen
 
     def _apply(self, shard_id: str, records: list[StreamRecord]) -> bool:
-        """Apply the records above the shard's hwm; False if another writer moved the state.
-
-        The batch goes to Redis as consecutive chunks (``chunk_bounds``), each its own script call
-        fenced by the previous chunk's hwm, sent without waiting for the replies. A chunk is read
-        (parsed, its event_ids looked up in the seen-sets, the group's prefetch) one chunk ahead,
-        and its lookup goes on the connection before the previous chunk's script, so its replies
-        come back while Redis applies that script: Redis applies chunk i while Python parses i+2
-        and builds i+1, and the short last chunk is all Python waits for. The lookup of a chunk
-        cannot see the event_ids of the chunk sent after it; this batch's own ids are known here,
-        and any other writer's are caught by the script's own check. If one chunk is refused,
-        every later one is too (its expected hwm was never written), and the state stays at the
-        last chunk applied.
-        """
-        state = self.state(shard_id)
-        floor = state.hwm_int
-        fresh = [r for r in records if int(r.sequence_number) > floor]
-        replayed = BatchCounts(replayed=len(records) - len(fresh))
-        if not fresh:
-            self._count(replayed)
-            return True
-        types, validator = self.event_types, self.validator
-        builder = self.builder()
-        bounds = chunk_bounds(len(fresh))
-        key = self.keys.shard_state(self.group, self.stream, shard_id)
-        maxts, expect = state.maxts, state.hwm
-        add, future_skew, lateness, dedupe_ttl = builder.add, self.future_skew, self.lateness, self.dedupe_ttl
-        seen: set[str] = set()  # this batch's event_ids, and those its lookups found
-        sent: list[tuple[ShardState, BatchCounts, Any]] = []
-        results: list[Any] = []  # the replies of the scripts sent, in order
+        """Apply the records above the shard's hwm; False if another writer moved the state."""
         connection = self.redis.connection_pool.get_connection()
-
-        def read(start: int, end: int) -> tuple[list[ParsedRecord], Callable[[], Any]]:
-            """Parse a chunk and send its lookups; return it and what reads their replies."""
-            chunk = parse_records(fresh[start:end], validator)
-            relevant = (
-                chunk
-                if types is None
-                else [p for p in chunk if p.event is not None and p.event.get("event_type") in types]
-            )
-            lookups = Lookups()
-            found = self.seen_already(relevant, lookups)
-            asked = len(lookups)
-            prefetched = self.prefetch(relevant, lookups)
-            if lookups.commands:
-                connection.send_packed_command(connection.pack_commands(lookups.commands))
-            scripts_before = len(sent)
-
-            def replies() -> Any:
-                while lookups.commands and len(results) < scripts_before:  # FIFO: scripts sent first
-                    results.append(connection.read_response())
-                raw = [connection.read_response() for _ in lookups.commands]
-                seen.update(found(raw[:asked]))
-                if prefetched is not None:
-                    builder.merge(prefetched(raw[asked:]))
-
-            return chunk, replies
-
         try:
-            pending = read(*bounds[0])
-            for i in range(len(bounds)):
-                chunk, replies = pending
-                replies()
-                if i + 1 < len(bounds):
-                    pending = read(*bounds[i + 1])  # on the wire before this chunk's script
-                counts = BatchCounts()
-                new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
-                applied = 0
-                for p in chunk:
-                    event = p.event
-                    if event is None:
-                        counts.invalid += 1
-                        continue
-                    # A clock far ahead must not close every window: event time counts for the
-                    # watermark only up to a little past the record's arrival.
-                    ts, arrival = p.ts, p.record.arrival_ts
-                    counted = arrival + future_skew
-                    if ts < counted:
-                        counted = ts
-                    if counted > maxts:
-                        maxts = counted
-                    if types is not None and event.get("event_type") not in types:
-                        applied += 1  # nothing for this group to do: the hwm moves past it
-                        continue
-                    event_id = event["event_id"]
-                    if event_id in seen:
-                        counts.duplicates += 1
-                        continue
-                    seen.add(event_id)
-                    late = add(p, maxts - lateness)
-                    applied += 1
-                    if late:
-                        counts.late_events += 1
-                        for window in late:
-                            counts.late_windows[window] = counts.late_windows.get(window, 0) + 1
-                    hour = int(ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
-                    ends = hour + SEEN_BUCKET_S
-                    expires = int(arrival if arrival > ends else ends) + dedupe_ttl
-                    entry = new_ids.get(hour)
-                    if entry is None:
-                        entry = new_ids[hour] = ([expires], [])
-                    elif expires > entry[0][0]:
-                        entry[0][0] = expires
-                    entry[1].append(event_id)
-                counts.applied = applied
-                hwm = chunk[-1].record.sequence_number
-                ops, note = builder.drain()
-                payload = {
-                    "state": key,
-                    "expect": expect,
-                    "hwm": hwm,
-                    "maxts": repr(maxts),
-                    "now": int(time.time()),  # only to extend a seen-set's expiry, never to shorten it
-                    "seen": [
-                        [self.keys.seen(self.group, hour), expiry[0], *ids[i : i + SEEN_CHUNK]]
-                        for hour, (expiry, ids) in new_ids.items()
-                        for i in range(0, len(ids), SEEN_CHUNK)
-                    ],
-                    "stats": self.keys.stats(self.group),
-                    "counts": counts.as_fields(),
-                    "ops": ops,
-                }
-                connection.send_packed_command([evalsha_command(self.sha, ormsgpack.packb(payload))])
-                sent.append((ShardState(hwm, maxts), counts, note))
-                expect = hwm
-            while len(results) < len(sent):
-                results.append(connection.read_response())
-        except NoScriptError:
+            flow = _Flow(self, shard_id, self.state(shard_id), connection)
+            flow.submit(records)
+            flow.finish()
+        except Refused:
             connection.disconnect()  # replies of later chunks are still on the wire
+            return False
+        except NoScriptError:
+            connection.disconnect()
             self.sha = self.redis.script_load(APPLY_LUA)  # Redis restarted and lost its script cache
             return False
         except BaseException:
@@ -560,14 +461,64 @@ class EffectivelyOnceProcessor:
             raise
         finally:
             self.redis.connection_pool.release(connection)
-        self._count(replayed)
-        for (new_state, counts, note), result in zip(sent, results, strict=True):
-            if int(result[0]) != 1:
-                return False
-            self._states[shard_id] = new_state
-            self._count(counts)
-            self.committed(note)
         return True
+
+    # --- pipelined (lambdalake.consumer.processor.PipelinedProcessor) ----------------------------
+    def submit_records(self, records: list[StreamRecord], ctx: BatchContext) -> int:
+        """Send the batch's chunks behind those in flight; return how many batches submitted
+        before are now durable. The last chunk waits for the next batch, so the batch boundary
+        is a chunk boundary: Redis applies one batch's tail while Python builds the next's head."""
+        with self.metrics.batch_seconds.labels(self.group).time():
+            if self._flow is not None and self._flow.shard_id != ctx.shard_id:
+                self.finish()  # one flow at a time (the runtime gives each shard its own processor)
+            flow = self._flow
+            if flow is None:
+                connection = self.redis.connection_pool.get_connection()
+                try:
+                    flow = _Flow(self, ctx.shard_id, self.state(ctx.shard_id), connection)
+                except BaseException:
+                    self._drop(connection)
+                    raise
+                self._flow = flow
+            try:
+                flow.submit(records)
+            except BaseException as exc:
+                self._flow = None
+                self._drop(flow.connection, flow.shard_id, exc)
+                raise
+            return flow.durable()
+
+    def flush(self) -> None:
+        """Send the chunk held for the next batch, without waiting: the shard has no next batch yet."""
+        flow = self._flow
+        if flow is None:
+            return
+        try:
+            flow.flush()
+        except BaseException as exc:
+            self._flow = None
+            self._drop(flow.connection, flow.shard_id, exc)
+            raise
+
+    def finish(self) -> None:
+        flow, self._flow = self._flow, None
+        if flow is None:
+            return
+        try:
+            flow.finish()
+        except BaseException as exc:
+            self._drop(flow.connection, flow.shard_id, exc)
+            raise
+        self.redis.connection_pool.release(flow.connection)
+
+    def _drop(self, connection: Any, shard_id: str | None = None, exc: BaseException | None = None) -> None:
+        """Give up a connection whose replies are unread, and the shard's state cached from it."""
+        connection.disconnect()
+        self.redis.connection_pool.release(connection)
+        if shard_id is not None:
+            self._states.pop(shard_id, None)
+        if isinstance(exc, NoScriptError):
+            self.sha = self.redis.script_load(APPLY_LUA)
 
     def _count(self, counts: BatchCounts) -> None:
         events = self.metrics.events
@@ -577,3 +528,204 @@ class EffectivelyOnceProcessor:
                 events.labels(self.group, outcome).inc(n)
         for window, n in counts.late_windows.items():
             self.metrics.late_events.labels(self.group, window).inc(n)
+
+
+class Refused(Exception):
+    """A chunk's script found the shard's state moved (another writer): it applied nothing."""
+
+
+class _Flow:
+    """The chunks of one shard's consecutive batches on their way to Redis over one connection.
+
+    Each chunk (``chunk_bounds`` of a batch) is its own script call fenced by the previous chunk's
+    hwm, sent without waiting for its reply. A chunk is read (parsed, its event_ids looked up in
+    the seen-sets, the group's prefetch: ``_read``) before the chunk before it is built and sent
+    (``_send``), so its lookups go on the connection ahead of that script and their replies come
+    back while Redis applies it: Redis applies chunk i while Python parses i+2 and builds i+1.
+    The lookups of a chunk cannot see the chunk sent after them; the flow's own event_ids and
+    builder state are known here, and any other writer's ids are caught by the script's own
+    check. If one chunk is refused, every later one is too (its expected hwm was never written),
+    and the state stays at the last chunk applied.
+
+    The last chunk read waits (``held``) for the next one, also across batches: a batch's tail is
+    sent once the next batch's head has been read, which is what lets Redis apply the one while
+    Python works on the other. ``flush`` sends it (the shard has no next batch yet) and ``finish``
+    also reads every reply. The builder and the
+    seen ids carry over from batch to batch (a builder holds only what it loaded or made itself,
+    so held state stays valid), and start afresh every ``BUILDER_BATCHES`` batches, the held
+    chunk sent first so the new builder's first lookups see everything before them.
+    """
+
+    def __init__(
+        self, processor: EffectivelyOnceProcessor, shard_id: str, state: ShardState, connection: Any
+    ) -> None:
+        self.processor = processor
+        self.shard_id = shard_id
+        self.connection = connection
+        self.key = processor.keys.shard_state(processor.group, processor.stream, shard_id)
+        self.top = state.hwm_int  # the last sequence number taken into the flow
+        self.expect, self.maxts = state.hwm, state.maxts  # what the next script expects and moves
+        self.builder = processor.builder()
+        self.seen: set[str] = set()  # the builder's event_ids, and those its lookups found
+        self.batches_in_builder = 0
+        self.held: tuple[list[ParsedRecord], Callable[[], Any]] | None = None
+        self.sent: deque[tuple[ShardState, BatchCounts, Any]] = deque()  # scripts not replied yet
+        self.scripts_sent = 0
+        self.scripts_read = 0
+        self.chunks = 0  # chunks read into the flow
+        self.boundaries: deque[int] = deque()  # per batch not reported durable: its last chunk
+
+    def submit(self, records: list[StreamRecord]) -> None:
+        fresh = [r for r in records if int(r.sequence_number) > self.top]
+        if len(fresh) < len(records):
+            self.processor._count(BatchCounts(replayed=len(records) - len(fresh)))
+        if self.batches_in_builder >= BUILDER_BATCHES:
+            self._restart_builder()
+        self.batches_in_builder += 1
+        if fresh:
+            self.top = int(fresh[-1].sequence_number)
+            for start, end in chunk_bounds(len(fresh)):
+                chunk = self._read(fresh[start:end])  # on the wire before the held chunk's script
+                if self.held is not None:
+                    self._send(self.held)
+                self.held = chunk
+        self.boundaries.append(self.chunks)
+
+    def durable(self) -> int:
+        """How many batches submitted (oldest first) became durable since last asked."""
+        n = 0
+        while self.boundaries and self.boundaries[0] <= self.scripts_read:
+            self.boundaries.popleft()
+            n += 1
+        return n
+
+    def flush(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._send(held)
+
+    def finish(self) -> None:
+        self.flush()
+        while self.sent:
+            self._take()
+        self.boundaries.clear()
+
+    def _restart_builder(self) -> None:
+        self.flush()
+        self.builder = self.processor.builder()
+        self.seen = set()
+        self.batches_in_builder = 0
+
+    def _take(self) -> None:
+        """Read the oldest script's reply and count what it applied."""
+        new_state, counts, note = self.sent.popleft()
+        result = self.connection.read_response()
+        self.scripts_read += 1
+        if int(result[0]) != 1:
+            raise Refused(f"{self.processor.group}/{self.shard_id}: the shard's state moved")
+        processor = self.processor
+        processor._states[self.shard_id] = new_state
+        processor._count(counts)
+        processor.committed(note)
+
+    def _read(self, records: list[StreamRecord]) -> tuple[list[ParsedRecord], Callable[[], Any]]:
+        """Parse a chunk and send its lookups; return it and what reads their replies."""
+        processor, connection = self.processor, self.connection
+        types = processor.event_types
+        chunk = parse_records(records, processor.validator)
+        relevant = (
+            chunk
+            if types is None
+            else [p for p in chunk if p.event is not None and p.event.get("event_type") in types]
+        )
+        lookups = Lookups()
+        found = processor.seen_already(relevant, lookups)
+        asked = len(lookups)
+        prefetched = processor.prefetch(relevant, lookups)
+        if lookups.commands:
+            connection.send_packed_command(connection.pack_commands(lookups.commands))
+        scripts_before = self.scripts_sent
+        builder = self.builder
+        self.chunks += 1
+
+        def replies() -> Any:
+            while lookups.commands and self.scripts_read < scripts_before:  # FIFO: scripts sent first
+                self._take()
+            raw = [connection.read_response() for _ in lookups.commands]
+            self.seen.update(found(raw[:asked]))
+            if prefetched is not None:
+                builder.merge(prefetched(raw[asked:]))
+
+        return chunk, replies
+
+    def _send(self, read: tuple[list[ParsedRecord], Callable[[], Any]]) -> None:
+        """Build a chunk read before and send its script."""
+        chunk, replies = read
+        replies()
+        processor, seen = self.processor, self.seen
+        keys, group = processor.keys, processor.group
+        types = processor.event_types
+        add = self.builder.add
+        future_skew, lateness, dedupe_ttl = processor.future_skew, processor.lateness, processor.dedupe_ttl
+        maxts = self.maxts
+        counts = BatchCounts()
+        new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
+        applied = 0
+        for p in chunk:
+            event = p.event
+            if event is None:
+                counts.invalid += 1
+                continue
+            # A clock far ahead must not close every window: event time counts for the
+            # watermark only up to a little past the record's arrival.
+            ts, arrival = p.ts, p.record.arrival_ts
+            counted = arrival + future_skew
+            if ts < counted:
+                counted = ts
+            if counted > maxts:
+                maxts = counted
+            if types is not None and event.get("event_type") not in types:
+                applied += 1  # nothing for this group to do: the hwm moves past it
+                continue
+            event_id = event["event_id"]
+            if event_id in seen:
+                counts.duplicates += 1
+                continue
+            seen.add(event_id)
+            late = add(p, maxts - lateness)
+            applied += 1
+            if late:
+                counts.late_events += 1
+                for window in late:
+                    counts.late_windows[window] = counts.late_windows.get(window, 0) + 1
+            hour = int(ts // SEEN_BUCKET_S) * SEEN_BUCKET_S
+            ends = hour + SEEN_BUCKET_S
+            expires = int(arrival if arrival > ends else ends) + dedupe_ttl
+            entry = new_ids.get(hour)
+            if entry is None:
+                entry = new_ids[hour] = ([expires], [])
+            elif expires > entry[0][0]:
+                entry[0][0] = expires
+            entry[1].append(event_id)
+        counts.applied = applied
+        hwm = chunk[-1].record.sequence_number
+        ops, note = self.builder.drain()
+        payload = {
+            "state": self.key,
+            "expect": self.expect,
+            "hwm": hwm,
+            "maxts": repr(maxts),
+            "now": int(time.time()),  # only to extend a seen-set's expiry, never to shorten it
+            "seen": [
+                [keys.seen(group, hour), expiry[0], *ids[i : i + SEEN_CHUNK]]
+                for hour, (expiry, ids) in new_ids.items()
+                for i in range(0, len(ids), SEEN_CHUNK)
+            ],
+            "stats": keys.stats(group),
+            "counts": counts.as_fields(),
+            "ops": ops,
+        }
+        self.connection.send_packed_command([evalsha_command(processor.sha, ormsgpack.packb(payload))])
+        self.sent.append((ShardState(hwm, maxts), counts, note))
+        self.scripts_sent += 1
+        self.expect, self.maxts = hwm, maxts

@@ -16,6 +16,10 @@ the same slice is retried with backoff until it succeeds or the worker stops, ne
 never dead-lettered. A failing dead-letter write is retried the same way: a record leaves the
 shard only by being processed or by being durably dead-lettered.
 
+With a pipelined processor (``PipelinedDelivery``) batches are submitted ahead of being durable; when
+the pipeline fails, each batch not yet durable is delivered again by the same policy, so the
+semantics above hold for them.
+
 This module has no I/O of its own: the worker passes in the processor call, the dead-letter
 writer and an interruptible ``wait``, so the logic is unit-tested on in-memory lists.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import builtins
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -111,10 +116,16 @@ class BatchDelivery:
         self.is_transient = is_transient
         self.rng = rng
 
-    def deliver(self, records: Sequence[StreamRecord]) -> DeliveryOutcome:
-        outcome = DeliveryOutcome()
+    def deliver(
+        self, records: Sequence[StreamRecord], outcome: DeliveryOutcome | None = None
+    ) -> DeliveryOutcome:
+        outcome = outcome if outcome is not None else DeliveryOutcome()
         self._deliver(list(records), outcome)
         return outcome
+
+    def drop_aged(self, records: list[StreamRecord], outcome: DeliveryOutcome) -> list[StreamRecord]:
+        """Dead-letter the records past ``max_record_age_s``; return the others."""
+        return self._drop_aged(records, outcome, 0)
 
     def _backoff(self, attempt: int) -> None:
         delay = backoff_delay(attempt, self.policy.backoff_s, self.policy.backoff_cap_s, self.rng)
@@ -180,3 +191,94 @@ class BatchDelivery:
                 continue
             outcome.processed += len(records)
             return
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A batch as read (checkpoint at its last record) whose records are all durable: processed or
+    dead-lettered."""
+
+    records: list[StreamRecord]
+    outcome: DeliveryOutcome
+
+
+@dataclass(slots=True)
+class _Submitted:
+    records: list[StreamRecord]
+    fresh: list[StreamRecord]  # the records submitted: the batch less those dead-lettered as aged
+    outcome: DeliveryOutcome
+
+
+class PipelinedDelivery:
+    """Deliver batches to a pipelined processor (``submit``/``flush``/``finish``, processor.py), which
+    may hold several submitted and not yet durable. Each call returns the batches that became
+    durable, in shard order, for the worker to checkpoint. When the processor raises, every batch
+    not yet durable goes through ``delivery.deliver``, the usual path with its retries, bisect and
+    dead letters, in order; the failure in the pipeline is not counted as an attempt."""
+
+    def __init__(
+        self,
+        delivery: BatchDelivery,
+        submit: Callable[[list[StreamRecord]], int],
+        flush: Callable[[], None],
+        finish: Callable[[], None],
+    ) -> None:
+        self.delivery = delivery
+        self.submit = submit
+        self.flush_processor = flush
+        self.finish = finish
+        self.pending: deque[_Submitted] = deque()
+
+    def deliver(self, records: list[StreamRecord]) -> list[Delivered]:
+        outcome = DeliveryOutcome()
+        fresh = self.delivery.drop_aged(records, outcome)
+        if not fresh:
+            return [*self.drain(), Delivered(records, outcome)]
+        self.pending.append(_Submitted(records, fresh, outcome))
+        try:
+            durable = self.submit(fresh)
+        except Abandoned:
+            raise
+        except Exception:  # noqa: BLE001 - whatever failed, the usual path finds whose records it was
+            return self._again()
+        return self._durable(durable)
+
+    def flush(self) -> list[Delivered]:
+        """Let the processor send what it held for a next batch (delivering again if that fails)."""
+        if not self.pending:
+            return []
+        try:
+            self.flush_processor()
+        except Abandoned:
+            raise
+        except Exception:  # noqa: BLE001 - as in deliver
+            return self._again()
+        return []
+
+    def drain(self) -> list[Delivered]:
+        """Wait until every batch submitted is durable (delivering them again if that fails)."""
+        if not self.pending:
+            return []
+        try:
+            self.finish()
+        except Abandoned:
+            raise
+        except Exception:  # noqa: BLE001 - as in deliver
+            return self._again()
+        return self._durable(len(self.pending))
+
+    def _durable(self, count: int) -> list[Delivered]:
+        done = []
+        for _ in range(min(count, len(self.pending))):
+            batch = self.pending.popleft()
+            batch.outcome.processed += len(batch.fresh)
+            done.append(Delivered(batch.records, batch.outcome))
+        return done
+
+    def _again(self) -> list[Delivered]:
+        done = []
+        while self.pending:
+            batch = self.pending[0]
+            done.append(Delivered(batch.records, self.delivery.deliver(batch.fresh, batch.outcome)))
+            self.pending.popleft()
+        return done

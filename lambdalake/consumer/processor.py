@@ -25,6 +25,19 @@ its lease cannot apply a record twice, and the runtime's checkpoint (written aft
 sink is a file (lake delivery) get the same effect from deterministic names derived from the shard
 and the sequence range, so a rewrite replaces.
 
+Pipelining (optional): a processor whose side effects travel over one ordered connection (a
+Redis pipeline) can also implement ``submit_records`` and ``finish`` (``PipelinedProcessor``). The
+runtime then submits the next batch before the previous ones are known durable, so the processor
+works on the next batch while its sink still applies the last one, instead of both taking turns at
+every batch's end. ``submit_records`` returns how many of the batches submitted before it (oldest
+first) are now durable; ``flush`` sends what it held back for the next batch when none has come;
+``finish`` returns once all are durable. The runtime checkpoints a batch only
+once it is durable. If either raises, no batch not yet reported durable may be taken as durable:
+the runtime delivers each of them (and the one being submitted) again, the usual way
+(``process_records``, retries, bisect, DLQ), and the processor's idempotence skips what did land.
+The runtime flushes when the next batch has not been read yet, and finishes when none comes
+within a poll (an idle shard) or the shard ends.
+
 Errors: raise ``RetryLater`` (or let a connection/timeout error through) when the sink is
 unavailable; the runtime then retries the same batch with backoff, indefinitely, without counting
 attempts or sending anything to the DLQ, because a sink outage is not the records' fault. Any other
@@ -71,3 +84,25 @@ class RecordProcessor(Protocol):
 def sequence_key(sequence_number: str) -> int:
     """Kinesis sequence numbers are decimal strings of varying length: compare them as integers."""
     return int(sequence_number)
+
+
+class PipelinedProcessor(RecordProcessor, Protocol):
+    def submit_records(self, records: list[StreamRecord], ctx: BatchContext) -> int:
+        """Send the batch's side effects without waiting for them to be durable; return how many of
+        the batches submitted before (oldest first) are durable now. On an exception, take none of
+        those not yet reported, nor this one, as durable."""
+        ...
+
+    def flush(self) -> None:
+        """Send whatever was held back for the next batch, without waiting: none has come yet."""
+        ...
+
+    def finish(self) -> None:
+        """Return once every batch submitted is durable."""
+        ...
+
+
+def is_pipelined(processor: RecordProcessor) -> bool:
+    return callable(getattr(processor, "submit_records", None)) and callable(
+        getattr(processor, "finish", None)
+    )

@@ -9,7 +9,10 @@ A ``ConsumerWorker`` runs a coordinator loop and one ``ShardConsumer`` per lease
   checkpoints are ``SHARD_END``;
 - each ``ShardConsumer`` prefetches reads on a reader thread while the processor works on the
   previous batch, delivers batches through ``delivery.BatchDelivery`` (retries, bisect, DLQ) and
-  checkpoints after ``process_records`` returned, conditionally on still holding the lease.
+  checkpoints after ``process_records`` returned, conditionally on still holding the lease. A
+  pipelined processor (processor.py) gets the next batch submitted while the previous ones are
+  still being applied, as long as the next one has been read already
+  (``delivery.PipelinedDelivery``); each batch is checkpointed once durable, in order.
 
 A shard consumer stops writing as soon as its lease may be gone: a renewal was refused (taken
 over), or its last successful renewal is older than 90% of the lease duration on the worker's
@@ -38,11 +41,18 @@ from typing import Any
 
 from lambdalake.consumer.checkpoints import SHARD_END, initial_checkpoint, is_sequence, start_position
 from lambdalake.consumer.config import ConsumerConfig
-from lambdalake.consumer.delivery import Abandoned, BatchDelivery, DeliveryPolicy, Failure
+from lambdalake.consumer.delivery import (
+    Abandoned,
+    BatchDelivery,
+    Delivered,
+    DeliveryPolicy,
+    Failure,
+    PipelinedDelivery,
+)
 from lambdalake.consumer.dlq import dead_letter_records
 from lambdalake.consumer.leases import Lease, LeaseStore, NewLease, RedisLeaseStore, plan_takes
 from lambdalake.consumer.metrics import ConsumerMetrics
-from lambdalake.consumer.processor import BatchContext, RecordProcessor, ShutdownReason
+from lambdalake.consumer.processor import BatchContext, RecordProcessor, ShutdownReason, is_pipelined
 from lambdalake.settings import Settings
 from lambdalake.stream.bus import Position, ReadBatch, ShardInfo, StreamBus, StreamRecord
 from lambdalake.stream.kinesis import backoff_delay
@@ -189,9 +199,9 @@ class ShardConsumer:
                 self.shared.metrics.idle(config.group, self.shard_id)
                 self.stopping.wait(config.idle_poll_s)
 
-    def _next_batch(self) -> tuple[list[StreamRecord], bool]:
+    def _next_batch(self, return_when_idle: bool = False) -> tuple[list[StreamRecord], bool]:
         """Up to batch_size records (waiting up to the batching window for more), and whether the
-        shard ended after them."""
+        shard ended after them; with ``return_when_idle``, none if nothing came within a poll."""
         config = self.config
         deadline = None
         while len(self._pending) < config.batch_size and not self._read_to_end:
@@ -207,6 +217,8 @@ class ShardConsumer:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if deadline is None and return_when_idle:
                     break
                 continue
             if item is _END:
@@ -236,10 +248,10 @@ class ShardConsumer:
             failure.error,
         )
 
-    def _process(self, records: list[StreamRecord], attempt: int) -> None:
+    def _context(self, attempt: int) -> BatchContext:
         if not self.may_write:
             raise Abandoned("lease lost")
-        ctx = BatchContext(
+        return BatchContext(
             group=self.config.group,
             stream=self.config.stream,
             shard_id=self.shard_id,
@@ -248,7 +260,28 @@ class ShardConsumer:
             millis_behind_latest=self._millis_behind,
             attempt=attempt,
         )
-        self.processor.process_records(records, ctx)
+
+    def _process(self, records: list[StreamRecord], attempt: int) -> None:
+        self.processor.process_records(records, self._context(attempt))
+
+    def _submit(self, records: list[StreamRecord]) -> int:
+        return self.processor.submit_records(records, self._context(1))  # type: ignore[attr-defined,no-any-return]
+
+    def _next_ready(self) -> bool:
+        """Whether the next batch has been read already (then a pipelined batch need not finish)."""
+        return bool(self._pending) or not self._queue.empty()
+
+    def _commit(self, done: Delivered) -> bool:
+        """Checkpoint a durable batch; False if the lease was lost first."""
+        metrics, group = self.shared.metrics, self.config.group
+        if done.outcome.retries:
+            metrics.retries.labels(group, self.shard_id).inc(done.outcome.retries)
+        if not self._checkpoint(done.records[-1].sequence_number):
+            log.warning("%s %s: lease lost before checkpoint; stopping", group, self.shard_id)
+            return False
+        metrics.processed(group, self.shard_id, done.outcome.processed)
+        metrics.millis_behind_latest.labels(group, self.shard_id).set(self._millis_behind)
+        return True
 
     def _checkpoint(self, value: str) -> bool:
         if not self.may_write:
@@ -269,30 +302,50 @@ class ShardConsumer:
             delivery = BatchDelivery(
                 DeliveryPolicy.of(config), self._process, self._dead_letter, self._wait, time.time
             )
+            pipeline = (
+                PipelinedDelivery(
+                    delivery,
+                    self._submit,
+                    self.processor.flush,  # type: ignore[attr-defined]
+                    self.processor.finish,  # type: ignore[attr-defined]
+                )
+                if is_pipelined(self.processor)
+                else None
+            )
             while True:
                 if not self.may_write:
                     return
                 if self.stopping.is_set():
                     reason = "REQUESTED"
+                    if pipeline is not None and self.may_write:
+                        with contextlib.suppress(Abandoned):
+                            for done in pipeline.drain():  # the batches in flight, then stop
+                                if not self._commit(done):
+                                    return
                     return
-                records, ended = self._next_batch()
+                in_flight = pipeline is not None and bool(pipeline.pending)
+                records, ended = self._next_batch(return_when_idle=in_flight)
                 if self.stopping.is_set() or not self.may_write:
                     continue  # a prefetched batch is not started once stopping
-                if records:
+                if records or in_flight:
                     started = time.monotonic()
                     try:
-                        outcome = delivery.deliver(records)
+                        if pipeline is None:
+                            finished = [Delivered(records, delivery.deliver(records))]
+                        else:
+                            finished = pipeline.deliver(records) if records else []
+                            if ended or not records:  # the shard ended or stayed idle for a poll
+                                finished += pipeline.drain()
+                            elif not self._next_ready():  # the next batch may take a while
+                                finished += pipeline.flush()
                     except Abandoned:
                         reason = "REQUESTED" if self.may_write else "ZOMBIE"
                         return
-                    metrics.batch_seconds.labels(group).observe(time.monotonic() - started)
-                    if outcome.retries:
-                        metrics.retries.labels(group, self.shard_id).inc(outcome.retries)
-                    if not self._checkpoint(records[-1].sequence_number):
-                        log.warning("%s %s: lease lost before checkpoint; stopping", group, self.shard_id)
-                        return
-                    metrics.processed(group, self.shard_id, outcome.processed)
-                    metrics.millis_behind_latest.labels(group, self.shard_id).set(self._millis_behind)
+                    if records:
+                        metrics.batch_seconds.labels(group).observe(time.monotonic() - started)
+                    for done in finished:
+                        if not self._commit(done):
+                            return
                 if ended:
                     self.processor.shutdown("TERMINATE")
                     self.reason = "TERMINATE"

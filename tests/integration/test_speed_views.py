@@ -324,6 +324,64 @@ def test_a_zombie_with_a_stale_state_cannot_apply_a_record_twice(engines: Settin
     assert_views_equal_truth(settings, client, truth_for(shards, emitted))
 
 
+def run_pipelined(processor: ViewsProcessor, shards: dict[str, list[StreamRecord]], batch: int) -> None:
+    """As the runtime delivers a backlog: each batch submitted behind the ones in flight, a flush
+    now and then (the next batch was not read yet), a finish at the shard's end."""
+    for shard, records in shards.items():
+        ctx = BatchContext("views", processor.stream, shard, "test-worker", 1, 0, 1)
+        durable = 0
+        starts = range(0, len(records), batch)
+        for number, start in enumerate(starts):
+            durable += processor.submit_records(records[start : start + batch], ctx)
+            if number % 7 == 3:
+                processor.flush()
+        assert durable < len(starts)  # the last batch at least was still in flight
+        processor.finish()
+
+
+def test_pipelined_batches_make_the_same_views(engines: Settings) -> None:
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(6000, seed=17)
+    shards = in_memory_records(emitted)
+    processor = ViewsProcessor(settings, client, SpeedMetrics())
+    # 60 records a batch: more batches per shard than a flow's builder lives (BUILDER_BATCHES)
+    assert all(len(r) // 60 > 2 * apply.BUILDER_BATCHES for r in shards.values())
+    run_pipelined(processor, shards, batch=60)
+    assert_views_equal_truth(settings, client, truth_for(shards, emitted))
+
+
+def test_a_pipelined_zombie_fails_its_flow_and_its_batches_apply_once(engines: Settings) -> None:
+    """Another writer moves the state under batches in flight: the flow raises, and delivering
+    its batches again the usual way (as the runtime does) applies each record once."""
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(3000, seed=5)
+    shards = in_memory_records(emitted)
+    metrics = SpeedMetrics()
+    zombie = ViewsProcessor(settings, client, metrics)
+    heir = ViewsProcessor(settings, client, metrics)
+    failures = 0
+    for shard, records in shards.items():
+        third = len(records) // 3
+        ctx = BatchContext("views", zombie.stream, shard, "w", 1, 0, 1)
+        submitted = [records[:100], records[100:third]]
+        for batch in submitted:
+            zombie.submit_records(batch, ctx)  # in flight: the last chunk held back
+        heir.process_records(records[: 2 * third], ctx)  # applies the same records and more
+        late = records[third : 2 * third + 50]
+        try:
+            zombie.submit_records(late, ctx)
+            zombie.finish()
+        except apply.Refused:
+            failures += 1
+            for batch in [*submitted, late]:
+                zombie.process_records(batch, ctx)  # the runtime's usual path: replays are no-ops
+        heir.process_records(records[2 * third :], ctx)
+    assert failures == len(shards)
+    assert_views_equal_truth(settings, client, truth_for(shards, emitted))
+
+
 def test_every_view_key_keeps_a_ttl_even_when_deleted_and_recreated_under_a_processor(
     engines: Settings,
 ) -> None:

@@ -12,7 +12,14 @@ import pytest
 
 from lambdalake.consumer.checkpoints import SHARD_END, initial_checkpoint, start_position
 from lambdalake.consumer.config import ConsumerConfig
-from lambdalake.consumer.delivery import Abandoned, BatchDelivery, DeliveryPolicy, Failure
+from lambdalake.consumer.delivery import (
+    Abandoned,
+    BatchDelivery,
+    Delivered,
+    DeliveryPolicy,
+    Failure,
+    PipelinedDelivery,
+)
 from lambdalake.consumer.dlq import dead_letter_records
 from lambdalake.consumer.leases import Lease, plan_takes
 from lambdalake.consumer.processor import RetryLater
@@ -223,6 +230,167 @@ def test_failing_dlq_write_is_retried_not_dropped() -> None:
 
 
 # --- DLQ record format ----------------------------------------------------------------------------
+# --- pipelined delivery: batches in flight -----------------------------------------------------
+class PipelinedSink:
+    """A sink like the speed layer's: records apply in order above a high-water mark; a poison
+    record fails when its batch applies (after the records before it did); up to ``lag`` batches
+    are in flight, applied only as later ones are submitted or on finish. After a failure it has
+    nothing in flight (as the speed layer drops its connection)."""
+
+    def __init__(self, bad: set[int], lag: int = 1, fail_submit: int | None = None) -> None:
+        self.bad = {str(1000 + i) for i in bad}
+        self.lag = lag
+        self.fail_submit = None if fail_submit is None else str(1000 + fail_submit)  # fails once
+        self.fail_flush = False
+        self.hwm = 0
+        self.applied: list[str] = []
+        self.in_flight: list[list[StreamRecord]] = []
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def _apply(self, records: list[StreamRecord]) -> None:
+        for r in records:
+            if int(r.sequence_number) <= self.hwm:
+                continue  # a replay
+            if r.sequence_number in self.bad:
+                raise ValueError(f"poison {r.sequence_number}")
+            self.applied.append(r.sequence_number)
+            self.hwm = int(r.sequence_number)
+
+    def process(self, records: list[StreamRecord], attempt: int) -> None:
+        self.calls.append(("process", [r.sequence_number for r in records]))
+        self._apply(records)
+
+    def _settle(self, keep: int) -> int:
+        durable = 0
+        try:
+            while len(self.in_flight) > keep:
+                self._apply(self.in_flight[0])
+                self.in_flight.pop(0)
+                durable += 1
+        except Exception:
+            self.in_flight = []
+            raise
+        return durable
+
+    def submit(self, records: list[StreamRecord]) -> int:
+        self.calls.append(("submit", [r.sequence_number for r in records]))
+        if self.fail_submit in {r.sequence_number for r in records}:
+            self.fail_submit, self.in_flight = None, []
+            raise ConnectionResetError("lost the connection while sending")
+        self.in_flight.append(records)
+        return self._settle(self.lag)
+
+    def flush(self) -> None:
+        self.calls.append(("flush", []))
+        if self.fail_flush:
+            self.fail_flush, self.in_flight = False, []
+            raise ConnectionResetError("lost the connection while sending")
+
+    def finish(self) -> None:
+        self._settle(0)
+
+
+def pipeline(
+    sink: PipelinedSink, dead: list[Failure], now: float = 200.0, **policy: object
+) -> PipelinedDelivery:
+    settings = {"max_retry_attempts": 1, "bisect_on_error": True, "backoff_s": 0.0, **policy}
+    delivery = BatchDelivery(
+        DeliveryPolicy(**settings),  # type: ignore[arg-type]
+        sink.process,
+        dead.append,
+        lambda _s: True,
+        lambda: now,
+        rng=lambda: 1.0,
+    )
+    return PipelinedDelivery(delivery, sink.submit, sink.flush, sink.finish)
+
+
+def batches(n: int, size: int, arrival: float = 100.0) -> list[list[StreamRecord]]:
+    return [[rec(b * size + i, arrival) for i in range(size)] for b in range(n)]
+
+
+def last_of(done: list[Delivered]) -> list[str]:
+    return [d.records[-1].sequence_number for d in done]
+
+
+def test_pipeline_reports_batches_durable_in_order_as_the_sink_says() -> None:
+    sink, dead = PipelinedSink(set(), lag=2), []
+    p = pipeline(sink, dead)
+    reported = [last_of(p.deliver(b)) for b in batches(4, 4)]
+    assert reported == [[], [], ["1003"], ["1007"]]  # two batches stay in flight
+    assert sink.applied == [str(1000 + i) for i in range(8)]
+    assert last_of(p.drain()) == ["1011", "1015"]
+    assert not p.pending
+    assert sink.applied == [str(1000 + i) for i in range(16)]
+    assert [kind for kind, _ in sink.calls] == ["submit"] * 4  # no batch took the usual path
+
+
+def test_pipeline_failure_delivers_every_batch_not_durable_again_in_order() -> None:
+    sink, dead = PipelinedSink({5}), []
+    p = pipeline(sink, dead)
+    first, second, third = batches(3, 4)
+    assert p.deliver(first) == []
+    assert last_of(p.deliver(second)) == ["1003"]
+    done = p.deliver(third)  # the second fails as the third goes in: both take the usual path
+    assert last_of(done) == ["1007", "1011"]
+    assert [r.sequence_number for f in dead for r in f.records] == ["1005"]  # bisected to the poison
+    assert (done[0].outcome.processed, done[0].outcome.dead_lettered) == (3, 1)
+    assert done[1].outcome.processed == 4
+    assert sink.applied == [str(1000 + i) for i in range(12) if i != 5]  # each once, in order
+    assert not p.pending
+    assert p.drain() == []
+
+
+def test_pipeline_failure_found_on_drain_is_delivered_again() -> None:
+    sink, dead = PipelinedSink({2}), []
+    p = pipeline(sink, dead)
+    assert p.deliver(batches(1, 4)[0]) == []
+    done = p.drain()
+    assert last_of(done) == ["1003"]
+    assert [r.sequence_number for f in dead for r in f.records] == ["1002"]
+    assert sink.applied == ["1000", "1001", "1003"]
+
+
+def test_pipeline_submit_failure_delivers_the_earlier_batch_and_this_one() -> None:
+    sink, dead = PipelinedSink(set(), fail_submit=6), []
+    p = pipeline(sink, dead)
+    first, second = batches(2, 4)
+    assert p.deliver(first) == []
+    done = p.deliver(second)  # fails before the first applied: both go the usual way, in order
+    assert last_of(done) == ["1003", "1007"]
+    assert sink.applied == [str(1000 + i) for i in range(8)]
+    assert dead == []
+    assert sink.calls[-2:] == [
+        ("process", ["1000", "1001", "1002", "1003"]),
+        ("process", ["1004", "1005", "1006", "1007"]),
+    ]
+
+
+def test_pipeline_flush_keeps_batches_in_flight_and_a_failed_flush_delivers_them_again() -> None:
+    sink, dead = PipelinedSink(set(), lag=2), []
+    p = pipeline(sink, dead)
+    first, second = batches(2, 4)
+    p.deliver(first)
+    assert p.flush() == []
+    assert len(p.pending) == 1  # sent on, still not durable
+    p.deliver(second)
+    sink.fail_flush = True
+    done = p.flush()
+    assert last_of(done) == ["1003", "1007"]
+    assert sink.applied == [str(1000 + i) for i in range(8)]
+    assert not p.pending
+
+
+def test_pipeline_aged_batch_waits_for_the_batches_in_flight() -> None:
+    sink, dead = PipelinedSink(set()), []
+    p = pipeline(sink, dead, now=200.0, max_record_age_s=60)
+    assert p.deliver([rec(0, arrival=190.0), rec(1, arrival=190.0)]) == []
+    done = p.deliver([rec(2, arrival=100.0), rec(3, arrival=100.0)])  # both too old: dead letters
+    assert last_of(done) == ["1001", "1003"]  # checkpoints stay in shard order
+    assert [d.outcome.dead_lettered for d in done] == [0, 2]
+    assert sink.applied == ["1000", "1001"]
+
+
 def test_dlq_records_carry_source_range_error_and_payload() -> None:
     records = [rec(0), rec(1, data=b"\xff\x00not json")]
     failure = Failure(records, "retries_exhausted", "ValueError: bad", "ValueError", 4)
