@@ -188,6 +188,8 @@ class EnrichBatch:
             )
         written = len(self.orders)
         self.orders, self.changed = [], set()
+        # a pipelined flow keeps its builder for many batches: take a changed file from the next chunk
+        self.reference = self.p.reference.get()
         return encode_ops(ops), written
 
 

@@ -95,3 +95,36 @@ def test_orders_are_joined_with_reference_data_and_traits_once(engines: Settings
     )
     assert last["event_id"] == event["event_id"]
     assert last["items"][0]["name"].startswith("Renamed ")
+
+
+def test_a_pipelined_flow_takes_a_changed_reference_file(engines: Settings, tmp_path: Path) -> None:
+    """A flow's builder lives for many batches under a backlog: it must not keep an old file."""
+    settings = speed_settings(
+        engines, lake_uri_override=(tmp_path / "lake").as_uri(), enrich_reference_check_s=0.05
+    )
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    generator = ClickstreamGenerator(GeneratorConfig(events=2000, seed=8, start=datetime.now(UTC)))
+    products = lake.join(settings.lake_uri, lake.REFERENCE_PRODUCTS)
+    lake.write_bytes(products, generator.products_csv(), settings)
+    emitted = [orjson.loads(e.line) for e in generator.emitted() if e.kind != "malformed"]
+    classic = next(p.product_id for p in generator.products if p.name.startswith("Classic "))
+    purchases = [e for e in emitted if e["event_type"] == "purchase"][:2]
+    for n, event in enumerate(purchases):
+        event["event_id"] = f"00000000-0000-4000-8000-00000000010{n}"
+        event["properties"]["items"][0]["product_id"] = classic
+    processor = EnrichProcessor(settings, client, SpeedMetrics())
+    ctx = BatchContext("enrich", processor.stream, "shardId-pipe", "w", 1, 0, 1)
+
+    def batch(n: int) -> list[StreamRecord]:
+        event = purchases[n]
+        return [StreamRecord("shardId-pipe", str(n + 1), event["user_id"], orjson.dumps(event), time.time())]
+
+    processor.submit_records(batch(0), ctx)  # its builder holds the file as it was
+    lake.write_bytes(products, generator.products_csv().replace(b"Classic ", b"Renamed "), settings)
+    time.sleep(0.1)
+    processor.submit_records(batch(1), ctx)
+    processor.finish()
+    rows = client.xrange(SpeedKeys(settings.speed_key_prefix).orders)
+    names = {o["event_id"]: o["items"][0]["name"] for o in (orjson.loads(f[b"order"]) for _, f in rows)}
+    assert names[purchases[0]["event_id"]].startswith("Classic ")
+    assert names[purchases[1]["event_id"]].startswith("Renamed ")
