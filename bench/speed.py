@@ -9,7 +9,12 @@ Starts its own kinesalite and redis-server in a temporary home on free ports, th
   process;
 - ``stream_ceiling_events_per_s``: a bare read loop over every shard of a stream holding those
   events (GetRecords of ``consumer_batch_size`` records, as the worker reads, and nothing else):
-  what the stream can give one reader;
+  what the stream can give one reader. It runs just before and just after the worker phase and
+  reports their harmonic mean (both in ``stream_ceiling_before_after``): this machine's speed
+  drifts by more than the figures' differences within minutes, so a ceiling taken once, minutes
+  from the worker, made the ratio as much a measure of the drift as of the worker (the second
+  read runs beside the idle worker, which stays up for the latency phase and polls its shards);
+- ``worker_to_ceiling``: the worker's rate over that ceiling;
 - ``events_per_s_per_worker``: one consumer-runtime worker (leases, checkpoints) with the views
   processor reading that stream from TRIM_HORIZON until every record is applied;
 - ``events_per_s_all_groups``: one speed process as deployed (views, alerts and enrich, each
@@ -298,6 +303,11 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         worker_cpu = meter.per_event_us(len(lines))
         worker_rate = len(lines) / elapsed
         progress(f"  {worker_rate:,.0f} events/s; CPU µs per event {worker_cpu}")
+        progress("bare read loop again, right after the worker")
+        ceiling_after = _stream_ceiling(settings, bus, len(lines))
+        progress(f"  {ceiling_after:,.0f} events/s")
+        ceilings = [round(ceiling), round(ceiling_after)]
+        ceiling = 2 / (1 / ceiling + 1 / ceiling_after)
         progress("one speed process with every group (views, alerts, enrich), stream -> Redis")
         meter = _CpuMeter(engines)
         all_groups_rate = len(lines) / _all_groups_seconds(settings, redis, last)
@@ -306,6 +316,8 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         figures: dict[str, Any] = {
             "events_per_s_per_worker": round(worker_rate),
             "stream_ceiling_events_per_s": round(ceiling),
+            "stream_ceiling_before_after": ceilings,
+            "worker_to_ceiling": round(worker_rate / ceiling, 3),
             "process_events_per_s": round(process_rate),
             # where each phase's CPU went (all on this machine's cores): the ratio above is bounded by
             # what the worker and Redis add to the reading that the ceiling pays alone
