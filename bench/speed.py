@@ -272,9 +272,10 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     events = 20_000 if quick else 100_000
     collector = None
     home = Path(tempfile.mkdtemp(prefix="lambdalake-bench-speed-"))
-    settings, engines = _engines(home)
+    engines: list[Any] = []
     worker = None
     try:
+        settings, engines = _engines(home)  # stops what it started if one engine fails
         redis = redis_lib.Redis.from_url(settings.redis_url)
         bus = KinesisBus(settings)
         ensure_stream(settings, settings.stream_name, SHARDS)

@@ -441,18 +441,28 @@ def engines(settings: Settings) -> list[Engine]:
 def start_and_wait(*started: Engine) -> None:
     """Start engines of a benchmark's or a tool's own (their settings' home and ports, beside the
     platform's) and wait until each answers, within its settings' ``engine_start_timeout_s``.
-    Creating what the platform needs in them (``after_start``) is left to the caller."""
-    for engine in started:
-        engine.start()
-    for engine in started:
-        deadline = time.monotonic() + engine.settings.engine_start_timeout_s
-        while not engine.healthy():
-            if time.monotonic() > deadline:
-                raise LambdalakeError(
-                    f"{engine.name} did not answer on 127.0.0.1:{engine.port} within "
-                    f"{engine.settings.engine_start_timeout_s:.0f}s: see {engine.log_file}"
-                )
-            time.sleep(0.1)
+    Creating what the platform needs in them (``after_start``) is left to the caller. If one fails
+    to start or to answer, it stops those it started before raising: a tool that gives up leaves
+    no server behind."""
+    running: list[Engine] = []
+    try:
+        for engine in started:
+            running.append(engine)
+            engine.start()
+        for engine in started:
+            deadline = time.monotonic() + engine.settings.engine_start_timeout_s
+            while not engine.healthy():
+                if time.monotonic() > deadline:
+                    raise LambdalakeError(
+                        f"{engine.name} did not answer on 127.0.0.1:{engine.port} within "
+                        f"{engine.settings.engine_start_timeout_s:.0f}s: see {engine.log_file}"
+                    )
+                time.sleep(0.1)
+    except BaseException:
+        for engine in reversed(running):
+            with contextlib.suppress(Exception):
+                engine.stop()
+        raise
 
 
 class LocalEngines:

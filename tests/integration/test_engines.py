@@ -193,9 +193,12 @@ def test_start_and_wait_starts_an_engine_of_its_own_and_names_the_log_of_one_tha
 
     silent = make_settings(tmp_path / "silent", redis_server_bin="/bin/true", engine_start_timeout_s=1.0)
     never = RedisEngine("redis", "redis_port", silent)
+    fine = RedisEngine("redis", "redis_port", make_settings(tmp_path / "fine"))
     started = time.monotonic()
     with pytest.raises(
         LambdalakeError, match=r"redis did not answer on 127\.0\.0\.1:\d+ within 1s: see .*redis\.log"
     ):
-        start_and_wait(never)
+        start_and_wait(fine, never)
     assert time.monotonic() - started < 10
+    assert fine.pid() is None  # the engine that did start is stopped again: nothing left behind
+    assert not fine.healthy()
