@@ -449,18 +449,13 @@ class EffectivelyOnceProcessor:
             flow = _Flow(self, shard_id, self.state(shard_id), connection)
             flow.submit(records)
             flow.finish()
-        except Refused:
-            connection.disconnect()  # replies of later chunks are still on the wire
-            return False
-        except NoScriptError:
-            connection.disconnect()
-            self.sha = self.redis.script_load(APPLY_LUA)  # Redis restarted and lost its script cache
+        except (Refused, NoScriptError) as exc:  # NoScriptError: Redis restarted, lost its scripts
+            self._drop(connection, exc=exc)
             return False
         except BaseException:
-            connection.disconnect()
+            self._drop(connection)
             raise
-        finally:
-            self.redis.connection_pool.release(connection)
+        self.redis.connection_pool.release(connection)
         return True
 
     # --- pipelined (lambdalake.consumer.processor.PipelinedProcessor) ----------------------------
@@ -512,7 +507,8 @@ class EffectivelyOnceProcessor:
         self.redis.connection_pool.release(flow.connection)
 
     def _drop(self, connection: Any, shard_id: str | None = None, exc: BaseException | None = None) -> None:
-        """Give up a connection whose replies are unread, and the shard's state cached from it."""
+        """Give up a connection whose replies are unread (a refused chunk's later ones are still on
+        the wire), and the shard's state cached from it; load the script again if Redis lost it."""
         connection.disconnect()
         self.redis.connection_pool.release(connection)
         if shard_id is not None:
@@ -608,7 +604,6 @@ class _Flow:
         self.flush()
         while self.sent:
             self._take()
-        self.boundaries.clear()
 
     def _restart_builder(self) -> None:
         self.flush()

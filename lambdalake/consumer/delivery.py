@@ -235,37 +235,32 @@ class PipelinedDelivery:
         if not fresh:
             return [*self.drain(), Delivered(records, outcome)]
         self.pending.append(_Submitted(records, fresh, outcome))
-        try:
-            durable = self.submit(fresh)
-        except Abandoned:
-            raise
-        except Exception:  # noqa: BLE001 - whatever failed, the usual path finds whose records it was
-            return self._again()
-        return self._durable(durable)
+        return self._guarded(lambda: self.submit(fresh))
 
     def flush(self) -> list[Delivered]:
         """Let the processor send what it held for a next batch (delivering again if that fails)."""
-        if not self.pending:
-            return []
-        try:
-            self.flush_processor()
-        except Abandoned:
-            raise
-        except Exception:  # noqa: BLE001 - as in deliver
-            return self._again()
-        return []
+        return self._guarded(self.flush_processor) if self.pending else []
 
     def drain(self) -> list[Delivered]:
         """Wait until every batch submitted is durable (delivering them again if that fails)."""
-        if not self.pending:
-            return []
-        try:
+
+        def finish() -> int:
             self.finish()
+            return len(self.pending)
+
+        return self._guarded(finish) if self.pending else []
+
+    def _guarded(self, step: Callable[[], int | None]) -> list[Delivered]:
+        """Run a pipeline step that returns how many batches became durable (None: none). If it
+        raises, whatever failed, the usual path finds whose records it was: every pending batch is
+        delivered again. Abandoned (the lease is gone) passes through."""
+        try:
+            durable = step()
         except Abandoned:
             raise
-        except Exception:  # noqa: BLE001 - as in deliver
+        except Exception:  # noqa: BLE001 - the usual path tells the records' errors apart
             return self._again()
-        return self._durable(len(self.pending))
+        return self._durable(durable or 0)
 
     def _durable(self, count: int) -> list[Delivered]:
         done = []

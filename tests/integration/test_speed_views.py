@@ -382,6 +382,38 @@ def test_a_pipelined_zombie_fails_its_flow_and_its_batches_apply_once(engines: S
     assert_views_equal_truth(settings, client, truth_for(shards, emitted))
 
 
+def test_a_redis_that_lost_its_scripts_gets_them_again_and_loses_no_event(engines: Settings) -> None:
+    """Redis restarted without its script cache (or SCRIPT FLUSH): a batch applied the usual way
+    loads the script again and applies; a pipelined flow raises, and its batches delivered again
+    (as the runtime does) apply once."""
+    settings = speed_settings(engines)
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    emitted = generated(3000, seed=23)
+    shards = in_memory_records(emitted)
+    metrics = SpeedMetrics()
+    processor = ViewsProcessor(settings, client, metrics)
+    lost = 0
+    for shard, records in shards.items():
+        third = len(records) // 3
+        ctx = BatchContext("views", processor.stream, shard, "w", 1, 0, 1)
+        processor.process_records(records[:third], ctx)
+        client.script_flush()
+        processor.process_records(records[third : 2 * third], ctx)
+        client.script_flush()
+        rest = [records[2 * third : -100], records[-100:]]
+        try:
+            for batch in rest:
+                processor.submit_records(batch, ctx)
+            processor.finish()
+        except redis_lib.exceptions.NoScriptError:
+            lost += 1
+            for batch in rest:
+                processor.process_records(batch, ctx)
+    assert lost == len(shards)
+    assert metrics.conflicts.labels("views")._value.get() == len(shards)  # one attempt each
+    assert_views_equal_truth(settings, client, truth_for(shards, emitted))
+
+
 def test_every_view_key_keeps_a_ttl_even_when_deleted_and_recreated_under_a_processor(
     engines: Settings,
 ) -> None:
