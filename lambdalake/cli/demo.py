@@ -21,6 +21,8 @@ from lambdalake.settings import Settings, get_settings
 
 SPEED_GROUPS = "views,alerts,enrich"
 LIVE_USERS = 2_000
+HOUR = timedelta(hours=1)
+CATCH_UP_HOURS = 7 * 24  # how far back the demo's batch takes hours earlier demos left unbatched
 
 
 def demo(
@@ -149,17 +151,35 @@ def _dashboard_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.serving_port}/?key={key}"
 
 
-def _batch(settings: Settings, first_hour: datetime) -> None:
-    """The hourly pipeline over every closed hour of the sample (what the hourly DAG does per hour)."""
-    from batch.pipeline import process_hours, spark_for
+def batch_start(first_hour: datetime, watermark: datetime | None, now: datetime) -> datetime:
+    """The first hour the demo's batch plans: the sample's first hour or, if earlier, the hour
+    after the batch watermark, so that hours delivery closed after an earlier demo (and the paused
+    hourly DAG never processed) are batched too and the watermark reaches the sample's hours;
+    at most ``CATCH_UP_HOURS`` back."""
+    if watermark is None:
+        return first_hour
+    floor = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - CATCH_UP_HOURS * HOUR
+    return min(first_hour, max(watermark + HOUR, floor))
 
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+def _batch(settings: Settings, first_hour: datetime) -> None:
+    """The hourly pipeline over every closed hour of the sample and those since the watermark
+    (what the hourly DAG does per hour)."""
+    from batch.pipeline import process_hours, spark_for
+    from batch.watermark import Watermark
+
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0) + HOUR
+    start = batch_start(first_hour, Watermark(settings).watermark(), now)
+    if start < first_hour:
+        typer.echo(
+            f"    and the hours since the batch watermark, from {start:%Y-%m-%dT%H}: earlier runs left "
+            "them unbatched (the hourly DAG is paused until you switch it on)"
+        )
     typer.echo("    starting Spark (local mode) ...")
     spark = spark_for(settings)
     try:
-        report = process_hours(
-            settings, first_hour, end, progress=lambda m: typer.echo(f"    {m}"), spark=spark
-        )
+        report = process_hours(settings, start, end, progress=lambda m: typer.echo(f"    {m}"), spark=spark)
     finally:
         spark.stop()
     if report.waiting:
