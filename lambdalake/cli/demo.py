@@ -21,7 +21,6 @@ from lambdalake.settings import Settings, get_settings
 
 SPEED_GROUPS = "views,alerts,enrich"
 LIVE_USERS = 2_000
-HOUR = timedelta(hours=1)
 CATCH_UP_HOURS = 7 * 24  # how far back the demo's batch takes hours earlier demos left unbatched
 
 
@@ -156,9 +155,11 @@ def batch_start(first_hour: datetime, watermark: datetime | None, now: datetime)
     after the batch watermark, so that hours delivery closed after an earlier demo (and the paused
     hourly DAG never processed) are batched too and the watermark reaches the sample's hours;
     at most ``CATCH_UP_HOURS`` back."""
+    from batch.watermark import HOUR, hour_start
+
     if watermark is None:
         return first_hour
-    floor = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - CATCH_UP_HOURS * HOUR
+    floor = hour_start(now) - CATCH_UP_HOURS * HOUR
     return min(first_hour, max(watermark + HOUR, floor))
 
 
@@ -166,10 +167,10 @@ def _batch(settings: Settings, first_hour: datetime) -> None:
     """The hourly pipeline over every closed hour of the sample and those since the watermark
     (what the hourly DAG does per hour)."""
     from batch.pipeline import process_hours, spark_for
-    from batch.watermark import Watermark
+    from batch.watermark import HOUR, Watermark, hour_start
 
     now = datetime.now(UTC)
-    end = now.replace(minute=0, second=0, microsecond=0) + HOUR
+    end = hour_start(now) + HOUR
     start = batch_start(first_hour, Watermark(settings).watermark(), now)
     if start < first_hour:
         typer.echo(
