@@ -12,7 +12,7 @@ from ingest.generator import ClickstreamGenerator, GeneratorConfig
 from lambdalake.metrics.catalogue import load_catalogue, parse_catalogue, parse_duration
 from lambdalake.metrics.evaluate import contributions, event_time_s
 from lambdalake.stream.bus import StreamRecord
-from speed_layer.apply import chunk_bounds, decode_ops, encode_ops
+from speed_layer.apply import chunk_bounds, decode_ops, encode_ops, pack_commands
 from speed_layer.compiler import MAX_ARGS, ViewOps, compile_reader, compile_views
 from speed_layer.keys import SCOPE_TTL_S, SpeedKeys, retention_s
 from speed_layer.records import parse_records
@@ -184,6 +184,24 @@ def test_a_batch_is_cut_into_chunks_starting_and_ending_with_a_short_one() -> No
         assert [start for start, _ in bounds] == [0] + [end for _, end in bounds[:-1]]
         assert bounds[-1][1] == n
         assert all(start < end for start, end in bounds)
+
+
+def test_lookups_are_packed_as_redis_py_packs_them() -> None:
+    from redis.connection import Connection
+
+    commands = [
+        (
+            "SMISMEMBER",
+            "ll:seen:views:1764720000",
+            *(f"{i:08d}-0000-4000-8000-000000000000" for i in range(1200)),
+        ),
+        ("ZRANGEBYSCORE", "ll:starts:ü:42", "(1764720000000000", "+inf", "WITHSCORES"),
+        ("HGET", b"raw\r\nkey", "ltv"),
+        ("INCRBY", "n", 7),
+        ("SET", "x", 0.25),
+    ]
+    assert pack_commands(commands) == b"".join(Connection().pack_commands(commands))
+    assert pack_commands([]) == b""
 
 
 def test_the_flat_wire_form_round_trips_every_op_shape() -> None:
