@@ -49,6 +49,7 @@ def demo(
 ) -> None:
     """Start everything, send a sample through the collector, run the batch for the closed hours,
     serve the reconciled views and the dashboard, then stream live events until Ctrl-C."""
+    from batch.watermark import hour_start
     from ingest.collector.process import CollectorProcess
     from lambdalake.local.process import ServiceProcess
     from lambdalake.local.services import LocalEngines
@@ -63,7 +64,7 @@ def demo(
     LocalEngines(settings).up(progress=lambda msg: typer.echo(f"    {msg}"))
 
     now = datetime.now(UTC)
-    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+    first_hour = hour_start(now) - timedelta(hours=hours)
     if sample_file is None:
         step(f"sample: {events:,} events over the last {hours} hours")
         sample = _write_sample(settings, events, hours, seed)
@@ -254,10 +255,11 @@ class _Steps:
 
 
 def _write_sample(settings: Settings, events: int, hours: int, seed: int) -> Path:
+    from batch.watermark import hour_start
     from ingest.generator import ClickstreamGenerator, GeneratorConfig
 
     now = datetime.now(UTC)
-    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+    start = hour_start(now) - timedelta(hours=hours)
     span_s = max((now - start).total_seconds(), 1.0)
     # The same hour gives the same events (same event_ids: a rerun is deduped, not double-counted);
     # a later hour gives new ones.
