@@ -3,8 +3,10 @@ directory, so they never touch (or clash with) a `make demo` running on the same
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,18 @@ from pathlib import Path
 import pytest
 
 from lambdalake.settings import Settings
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop root-logger handlers writing to a stream pytest is about to close.
+
+    Importing Airflow adds a root handler on the ``sys.stdout`` of that moment, which under pytest
+    is its capture. py4j logs once more while Python exits (a Spark connection's ``__del__``), and
+    that printed a "Logging error" traceback under the test summary."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream not in (sys.__stdout__, sys.__stderr__):
+            root.removeHandler(handler)
 
 
 def free_port() -> int:
