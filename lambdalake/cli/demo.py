@@ -21,6 +21,7 @@ from lambdalake.settings import Settings, get_settings
 
 SPEED_GROUPS = "views,alerts,enrich"
 LIVE_USERS = 2_000
+SHOWN_HOURS = 12  # the speed layer's table covers the sample's hours, at most this many
 CATCH_UP_HOURS = 7 * 24  # how far back the demo's batch takes hours earlier demos left unbatched
 
 
@@ -103,7 +104,7 @@ def demo(
         accepted = _send(sample)
         typer.echo("    waiting for the speed layer to catch up ...")
         _wait_for_views(settings, target=before + accepted)
-        _show_views(settings)
+        _show_views(settings, first_hour)
         _show_lake(settings)
 
         step("batch: the hours delivery has closed (Spark, quality gates, warehouse, watermark)")
@@ -335,7 +336,8 @@ def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -
     typer.echo(f"    views caught up: {count:,} records processed")
 
 
-def _show_views(settings: Settings) -> None:
+def _show_views(settings: Settings, first_hour: datetime) -> None:
+    """The speed layer's hourly figures for the sample's hours (the last ``SHOWN_HOURS`` at most)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -344,9 +346,10 @@ def _show_views(settings: Settings) -> None:
     query = SpeedQuery(settings, _redis(settings))
     console = Console()
     now = time.time()
+    since = max(first_hour.timestamp(), (now // 3600 - SHOWN_HOURS + 1) * 3600)
     hourly = Table("hour (UTC)", "page views", "orders", "revenue", "users", "abandoned carts",
                    title="speed layer, per hour")  # fmt: skip
-    for start, _ in query.series("page_views", "1h", now - 4 * 3600, now + 1):
+    for start, _ in query.series("page_views", "1h", since, now + 1):
 
         def value(name: str, bucket: int = start) -> float | None:
             return query.value(name, window="1h", buckets=[bucket])
