@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pyspark.sql import SparkSession
 
 from lambdalake.settings import Settings
@@ -28,6 +30,9 @@ def spark_session(settings: Settings, app_name: str = "lambdalake-batch") -> Spa
         "spark.driver.memory": settings.spark_driver_memory,
     }
     if settings.is_local:
+        # The JVM would otherwise look up the host's address first and warn that it "resolves to a
+        # loopback address ... using <eth0's> instead", although everything binds to 127.0.0.1.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.spark_master)
         conf |= {
             "spark.ui.enabled": "false",
