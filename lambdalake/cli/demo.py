@@ -218,24 +218,31 @@ def _show_agreement(settings: Settings, first_hour: datetime) -> None:
         return
     shown = ("page_views", "orders", "revenue", "active_users")
     table = Table(
-        "hour (UTC)", "metric", "speed", "batch", "difference", title="speed vs batch, published hours"
+        "hour (UTC)", "metric", "speed", "batch", "speed - batch", title="speed vs batch, published hours"
     )
     for row in rows:
         if row["metric"] not in shown:
             continue
-        rel = row.get("rel_diff")
         table.add_row(
             row["hour"][5:16].replace("T", " "),
             row["metric"],
             _number(row.get("speed")),
             _number(row.get("batch")),
-            "-" if rel is None else f"{rel:+.2%}",
+            _signed(row.get("rel_diff"), row.get("speed"), row.get("batch")),
         )
     Console().print(table)
     typer.echo(
         "    batch is exact (all late events, exact distinct counts); speed counts HyperLogLog "
         "estimates and drops events later than the allowed lateness"
     )
+
+
+def _signed(rel_diff: float | None, speed: float | None, batch: float | None) -> str:
+    """The drift report's relative difference (a magnitude, |speed - batch| / |batch|) with the sign
+    of speed - batch: speed below batch (late events it dropped) shows as negative."""
+    if rel_diff is None:
+        return "-"
+    return f"{-rel_diff if speed is not None and batch is not None and speed < batch else rel_diff:+.2%}"
 
 
 def _iso(moment: datetime) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lambdalake.cli.demo import CATCH_UP_HOURS, batch_start
+from lambdalake.cli.demo import CATCH_UP_HOURS, _signed, batch_start
 
 H = timedelta(hours=1)
 NOW = datetime(2026, 12, 3, 19, 14, tzinfo=UTC)
@@ -30,3 +30,11 @@ def test_a_watermark_at_or_past_the_sample_changes_nothing() -> None:
 def test_catching_up_goes_back_a_week_at_most() -> None:
     months_ago = datetime(2026, 8, 1, tzinfo=UTC)
     assert batch_start(FIRST, months_ago, NOW) == datetime(2026, 12, 3, 19, tzinfo=UTC) - CATCH_UP_HOURS * H
+
+
+def test_the_speed_vs_batch_difference_carries_the_sign_of_speed_minus_batch() -> None:
+    # the drift report's rel_diff is a magnitude; the demo's table says which side is higher
+    assert _signed(0.0103, 1443, 1458) == "-1.03%"  # speed dropped late page views
+    assert _signed(0.0075, 403, 400) == "+0.75%"  # a HyperLogLog estimate above the exact count
+    assert _signed(0.0, 128, 128) == "+0.00%"
+    assert _signed(None, 3, 0) == "-"  # no relative difference against a batch of zero
