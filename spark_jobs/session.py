@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -21,6 +22,9 @@ BASE_CONF: dict[str, str] = {
 }
 
 
+LOCAL_LOG_CONFIG = Path(__file__).with_name("log4j2-local.properties")
+
+
 def spark_session(settings: Settings, app_name: str = "lambdalake-batch") -> SparkSession:
     """A session for the settings' profile; `spark-submit` on a cluster supplies the master itself."""
     builder = SparkSession.builder.appName(app_name)
@@ -34,7 +38,14 @@ def spark_session(settings: Settings, app_name: str = "lambdalake-batch") -> Spa
         # loopback address ... using <eth0's> instead", although everything binds to 127.0.0.1.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.spark_master)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        spark_log = settings.log_dir / "spark.log"
         conf |= {
+            # Spark's warnings to <home>/logs/spark.log, errors also to the console. Read when the
+            # JVM starts: the first session of a process decides.
+            "spark.driver.extraJavaOptions": (
+                f'"-Dlog4j2.configurationFile={LOCAL_LOG_CONFIG}" "-Dlambdalake.spark.log={spark_log}"'
+            ),
             "spark.ui.enabled": "false",
             "spark.driver.bindAddress": "127.0.0.1",
             "spark.driver.host": "127.0.0.1",
