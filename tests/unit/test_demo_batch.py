@@ -1,10 +1,14 @@
-"""The demo's batch range: the sample's hours, and the hours earlier demos left unbatched."""
+"""The demo: its batch range (the sample's hours, and the hours earlier demos left unbatched) and how
+it reports the speed layer against batch."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lambdalake.cli.demo import CATCH_UP_HOURS, _signed, batch_start
+import pytest
+
+from lambdalake.cli.demo import CATCH_UP_HOURS, _explain_late, _signed, batch_start
+from lambdalake.settings import Settings
 
 H = timedelta(hours=1)
 NOW = datetime(2026, 12, 3, 19, 14, tzinfo=UTC)
@@ -38,3 +42,15 @@ def test_the_speed_vs_batch_difference_carries_the_sign_of_speed_minus_batch() -
     assert _signed(0.0075, 403, 400) == "+0.75%"  # a HyperLogLog estimate above the exact count
     assert _signed(0.0, 128, 128) == "+0.00%"
     assert _signed(None, 3, 0) == "-"  # no relative difference against a batch of zero
+
+
+def test_a_sample_mostly_late_for_the_speed_layer_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    _explain_late(settings, 6_104, 19_916)  # a rerun: its older hours were closed by the last demo
+    out = capsys.readouterr().out
+    assert "6,104 of the sample's events came after the speed layer had closed their hour" in out
+    assert "earlier demo" in out
+    _explain_late(settings, 12, 19_916)  # a first run: only the generator's own late events
+    out = capsys.readouterr().out
+    assert "12 of the sample's events" in out
+    assert "earlier demo" not in out
