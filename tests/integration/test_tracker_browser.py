@@ -12,6 +12,7 @@ import base64
 import functools
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from lambdalake.local.process import end_group
 from lambdalake.settings import Settings
 from tests.conftest import free_port
 from tests.integration.test_producer_collector import running_collector, wait_for_stream
@@ -105,6 +107,8 @@ def browser() -> Iterator[str]:
          "--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
          f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(profile)},  # its org.chromium.Chromium.* dirs go with the profile
+        start_new_session=True,  # its helpers too: they wrote into the profile after it was removed
     )  # fmt: skip
     try:
         port_file = profile / "DevToolsActivePort"
@@ -121,6 +125,7 @@ def browser() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        end_group(process.pid, grace_s=5)
         shutil.rmtree(profile, ignore_errors=True)
 
 
