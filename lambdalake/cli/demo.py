@@ -100,11 +100,12 @@ def demo(
         typer.echo(f"    serving    {_dashboard_url(settings)}   log {services[-1].log_path}")
 
         step("sending the sample through the collector")
-        before, late_before = _processed(settings), _late_for_their_hour(settings)
+        stats = _views_stats(settings)
+        before, late_before = _processed(stats), _late_for_their_hour(stats)
         accepted = _send(sample)
         typer.echo("    waiting for the speed layer to catch up ...")
         _wait_for_views(settings, target=before + accepted)
-        _explain_late(settings, _late_for_their_hour(settings) - late_before, accepted)
+        _explain_late(settings, _late_for_their_hour(_views_stats(settings)) - late_before, accepted)
         _show_views(settings, first_hour)
         _show_lake(settings)
 
@@ -320,19 +321,20 @@ def _redis(settings: Settings) -> Any:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
 
 
-def _processed(settings: Settings) -> int:
+def _views_stats(settings: Settings) -> dict[bytes, bytes]:
+    """The views group's counters (records applied, duplicate, invalid, late per window)."""
     from speed_layer.keys import SpeedKeys
 
-    stats = _redis(settings).hgetall(SpeedKeys(settings.speed_key_prefix).stats("views"))
+    return _redis(settings).hgetall(SpeedKeys(settings.speed_key_prefix).stats("views"))
+
+
+def _processed(stats: dict[bytes, bytes]) -> int:
     return sum(int(stats.get(field, 0)) for field in (b"applied", b"duplicates", b"invalid"))
 
 
-def _late_for_their_hour(settings: Settings) -> int:
+def _late_for_their_hour(stats: dict[bytes, bytes]) -> int:
     """Events the views group found later than their hour's window (left to the batch layer)."""
-    from speed_layer.keys import SpeedKeys
-
-    stats = _redis(settings).hget(SpeedKeys(settings.speed_key_prefix).stats("views"), "late_events:1h")
-    return int(stats or 0)
+    return int(stats.get(b"late_events:1h", 0))
 
 
 def _explain_late(settings: Settings, late: int, accepted: int) -> None:
@@ -352,7 +354,7 @@ def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -
     stream: applied, duplicate or invalid). Not "until the count stands still": a busy machine can
     stall a consumer for seconds."""
     deadline = time.monotonic() + timeout_s
-    count = _processed(settings)
+    count = _processed(_views_stats(settings))
     while count < target:
         if time.monotonic() > deadline:
             typer.echo(
@@ -361,7 +363,7 @@ def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -
             )
             return
         time.sleep(0.5)
-        count = _processed(settings)
+        count = _processed(_views_stats(settings))
     typer.echo(f"    views caught up: {count:,} records processed")
 
 
