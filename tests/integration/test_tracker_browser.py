@@ -119,13 +119,8 @@ def browser() -> Iterator[str]:
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port_file.read_text().split()[0]}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        end_group(process.pid, grace_s=5)
+        end_group(process.pid, grace_s=10)  # Chromium and its helpers: SIGTERM, SIGKILL after 10 s
+        process.wait(timeout=5)
         shutil.rmtree(profile, ignore_errors=True)
 
 
