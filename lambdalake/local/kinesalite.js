@@ -1,6 +1,54 @@
 // Starts kinesalite (the Kinesis API on LevelDB) bound to one address, which its CLI cannot do.
 // Usage: node kinesalite.js --port N --path DIR [--host 127.0.0.1] [--shard-limit N]
 'use strict';
+
+// GetShardIterator AT_TIMESTAMP: kinesalite looks for the shard's first record at or after the
+// timestamp and answers only when it finds one (actions/getShardIterator.js: lazy(...).head(cb)),
+// so a timestamp after the shard's last record (a consumer started AT_TIMESTAMP "now" on a quiet
+// stream, or any empty shard) hung the request until the client's read timeout, again on every
+// retry. Kinesis answers with an iterator at the tip, which gets the records that arrive later.
+// The actions are loaded once, into a table, when kinesalite is required: the wrapper replaces the
+// module's exports in Node's cache before that.
+const getShardIteratorPath = require.resolve('kinesalite/actions/getShardIterator');
+const getShardIterator = require(getShardIteratorPath);
+require.cache[getShardIteratorPath].exports = atTimestampFindsTheTip(getShardIterator);
+
+function atTimestampFindsTheTip(getShardIterator) {
+  const db = require('kinesalite/db');
+  return function (store, data, cb) {
+    if (data.ShardIteratorType !== 'AT_TIMESTAMP' || data.Timestamp == null || data.Timestamp * 1000 > Date.now()) {
+      return getShardIterator(store, data, cb);  // its own answer, errors included
+    }
+    // LATEST first: it checks the stream and shard as AT_TIMESTAMP would, and is the answer when
+    // no record is at or after the timestamp (a record that arrives meanwhile is after the tip)
+    const asLatest = Object.assign({}, data, {ShardIteratorType: 'LATEST'});
+    delete asLatest.Timestamp;
+    getShardIterator(store, asLatest, (err, latest) => {
+      if (err) return cb(err);
+      const shard = db.resolveShardId(data.ShardId);
+      const records = store.getStreamDb(data.StreamName).createReadStream({
+        gt: db.shardIxToHex(shard.shardIx),
+        lt: db.shardIxToHex(shard.shardIx + 1),
+      });
+      let answered = false;
+      const answer = (error, result) => {
+        if (answered) return;
+        answered = true;
+        records.destroy();
+        cb(error, result);
+      };
+      records.on('data', (item) => {
+        if (item.value.ApproximateArrivalTimestamp >= data.Timestamp) {
+          const seq = item.key.split('/')[1];
+          answer(null, {ShardIterator: db.createShardIterator(data.StreamName, shard.shardId, seq)});
+        }
+      });
+      records.on('error', (error) => answer(error));
+      records.on('end', () => answer(null, latest));
+    });
+  };
+}
+
 const kinesalite = require('kinesalite');
 
 const args = {host: '127.0.0.1', port: '4579', path: null, 'shard-limit': '200'};

@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,39 @@ def test_every_record_processed_and_restart_resumes_from_checkpoint(
         "restart resumes after checkpoint"
     )
     assert_exactly_once(redis, names["ns"], expected)
+
+
+def test_at_timestamp_starts_at_the_first_record_at_or_after_it_and_at_the_tip_past_the_last(
+    engines: Settings, redis: Any, bus: StreamBus, names: dict[str, str]
+) -> None:
+    put_events(bus, names["stream"], make_events(300))
+    time.sleep(0.05)  # kinesalite stamps arrival to the millisecond
+    mark = datetime.now(UTC)
+    time.sleep(0.05)
+    expected = put_events(bus, names["stream"], make_events(200))
+    worker = start_worker(engines, redis, names, starting_position="AT_TIMESTAMP", starting_timestamp=mark)
+    try:
+        wait_until(lambda: applied_count(redis, names["ns"]) == 200, 30, "the 200 records after the mark")
+        time.sleep(0.3)  # and nothing from before it
+    finally:
+        stop(worker)
+    assert_exactly_once(redis, names["ns"], expected)
+
+    # A timestamp past every record (a consumer started AT_TIMESTAMP "now"): Kinesis answers with
+    # the tip, and the records that come later are read. kinesalite alone hung GetShardIterator
+    # until the client's 10 s read timeout, on every retry (lambdalake/local/kinesalite.js).
+    tip = {**names, "group": names["group"] + "tip", "ns": names["ns"] + ":tip"}
+    worker = start_worker(
+        engines, redis, tip, starting_position="AT_TIMESTAMP", starting_timestamp=datetime.now(UTC)
+    )
+    try:
+        wait_until(lambda: len(worker.owned_shards()) == 4, 5, "the worker to own all 4 shards")
+        later = put_events(bus, names["stream"], make_events(100))
+        wait_until(lambda: applied_count(redis, tip["ns"]) == 100, 8, "the 100 records put after the start")
+        time.sleep(0.3)
+    finally:
+        stop(worker)
+    assert_exactly_once(redis, tip["ns"], later)
 
 
 def test_poison_record_goes_to_dlq_bisected_and_the_shard_moves_on(
