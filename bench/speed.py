@@ -6,31 +6,38 @@ Starts its own kinesalite and redis-server in a temporary home on free ports, th
   (2,000 by default) generated events (duplicates, late and malformed ones included) into Redis,
   each batch submitted while the one before is still applied (``submit_records``, as the runtime
   does while a shard has a backlog) and the last one finished: the processor's own ceiling, one
-  process;
+  process (the median of ``ROUNDS`` runs, one in each round below);
 - ``stream_ceiling_events_per_s``: a bare read loop over every shard of a stream holding those
   events (GetRecords of ``consumer_batch_size`` records, as the worker reads, and nothing else):
-  what the stream can give one reader. It runs just before and just after the worker phase and
-  reports their harmonic mean (both in ``stream_ceiling_before_after``): this machine's speed
-  drifts by more than the figures' differences within minutes, so a ceiling taken once, minutes
-  from the worker, made the ratio as much a measure of the drift as of the worker (the second
-  read runs beside the idle worker, which stays up for the latency phase and polls its shards);
-- ``worker_to_ceiling``: the worker's rate over that ceiling;
+  what the stream can give one reader;
 - ``events_per_s_per_worker``: one consumer-runtime worker (leases, checkpoints) with the views
-  processor reading that stream from TRIM_HORIZON until every record is applied;
+  processor reading that stream from TRIM_HORIZON until every record is applied, from fresh Redis
+  state (the worker's CPU counted from its start, not its set-up);
+- ``worker_to_ceiling``: the worker's rate over the ceiling. This machine's speed drifts within
+  minutes by more than the figures' differences (a worker phase alone came out anywhere between
+  10.5k and 16k events/s in one minute), so the bench alternates: ceiling, worker, ceiling, worker
+  … ceiling (``ROUNDS`` workers), each round's ratio taken against the harmonic mean of the two
+  ceilings around it, and reports the medians; every round's figures are in ``*_rounds`` and
+  ``stream_ceilings``. Redis is emptied (and its append-only file rewritten) before each
+  processing run and each worker (before the ceiling that precedes it), so every round starts
+  alike and no AOF rewrite forks in the middle of one;
 - ``events_per_s_all_groups``: one speed process as deployed (views, alerts and enrich, each
   reading the whole stream) until every group has applied every record;
 - ``*_cpu_us_per_event``: CPU per event of each process in those phases (this one, Redis,
-  kinesalite), which share the machine's cores;
+  kinesalite), which share the machine's cores (for the ceiling and the worker, the median over
+  the rounds);
 - ``e2e_p50_ms`` / ``e2e_p99_ms``: from the collector's 200 to the view changing (a probe event's
   user counter appearing in Redis), under a background load of 1k events/s posted to the same
   collector process (and 5k/s in the full run, reported as ``e2e_5k_*``). The collector, the stream,
-  the worker and Redis share the machine's cores with the load generator.
+  the worker and Redis share the machine's cores with the load generator. That worker starts on an
+  empty Redis at the stream's present (AT_TIMESTAMP), so the probes and the load are all it reads.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -49,6 +56,7 @@ from lambdalake.settings import Settings
 from lambdalake.stream.bus import Record, StreamRecord
 
 SHARDS = 2
+ROUNDS = 3  # worker phases, each between two ceilings
 
 
 def _engines(home: Path) -> tuple[Settings, list[Any]]:
@@ -149,8 +157,8 @@ def _stream_ceiling(settings: Settings, bus: Any, total: int) -> float:
     return read / (time.perf_counter() - started)
 
 
-def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[float, Any]:
-    """Seconds one worker takes to apply every record of the stream (and the worker, still running)."""
+def _worker(settings: Settings, redis: Any) -> Any:
+    """One consumer-runtime worker of the views group (not started)."""
     from lambdalake.consumer.config import ConsumerConfig
     from lambdalake.consumer.worker import ConsumerWorker
     from speed_layer.metrics import SpeedMetrics
@@ -159,14 +167,42 @@ def _worker_rate(settings: Settings, redis: Any, last: dict[str, str]) -> tuple[
     metrics = SpeedMetrics()
     views = compiled_views(settings)
     config = ConsumerConfig.from_settings(settings, "views")
-    worker = ConsumerWorker(
+    return ConsumerWorker(
         settings, config, lambda: ViewsProcessor(settings, redis, metrics, shared=views), redis=redis
     )
+
+
+def _worker_round(
+    settings: Settings, redis: Any, engines: list[Any], last: dict[str, str], events: int
+) -> tuple[float, dict[str, float]]:
+    """Seconds one worker takes to apply every record of the stream, and its phase's CPU per event;
+    the worker is stopped (leases released, checkpoints kept) before it returns."""
+    worker = _worker(settings, redis)
     heap.settle()  # the worker's own clients exist now; `lambdalake speed` settles at the same point
+    meter = _CpuMeter(engines)
     worker.start()
     started = time.perf_counter()
-    _wait_applied(settings, redis, ["views"], last)
-    return time.perf_counter() - started, worker
+    try:
+        _wait_applied(settings, redis, ["views"], last)
+        elapsed = time.perf_counter() - started
+        return elapsed, meter.per_event_us(events)
+    finally:
+        worker.stop()
+        worker.join(30)
+
+
+def _reset_redis(redis: Any) -> None:
+    """Empty Redis and rewrite its append-only file (outside any timed phase): each worker round
+    starts from the same state, and the file stays under the size that forks a rewrite mid-phase."""
+    redis.flushall()
+    redis.bgrewriteaof()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = redis.info("persistence")
+        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+            return
+        time.sleep(0.02)
+    raise RuntimeError("Redis did not finish rewriting its append-only file within 60 s")
 
 
 def _wait_applied(settings: Settings, redis: Any, groups: list[str], last: dict[str, str]) -> None:
@@ -179,19 +215,23 @@ def _wait_applied(settings: Settings, redis: Any, groups: list[str], last: dict[
         time.sleep(0.005)
 
 
-def _all_groups_seconds(settings: Settings, redis: Any, last: dict[str, str]) -> float:
+def _all_groups(
+    settings: Settings, redis: Any, engines: list[Any], last: dict[str, str], events: int
+) -> tuple[float, dict[str, float]]:
     """Seconds one `lambdalake speed` process as deployed (views, alerts and enrich groups, fresh
-    leases and state) takes until every group has applied every record of the stream."""
+    leases and state) takes until every group has applied every record of the stream, and the CPU
+    per event of the phase from the service's start."""
     from speed_layer.service import GROUPS, SpeedService
 
     own = settings.model_copy(update={"speed_key_prefix": "ball", "consumer_key_prefix": "bench-all"})
     service = SpeedService(own, list(GROUPS))
     heap.settle()  # as the CLI does, once the service's clients exist
+    meter = _CpuMeter(engines)
     started = time.perf_counter()
     service.start()
     try:
         _wait_applied(own, redis, list(GROUPS), last)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, meter.per_event_us(events)
     finally:
         service.stop()
         service.join(30)
@@ -258,6 +298,11 @@ def _latency(settings: Settings, redis: Any, collector: str, rate: float, second
     return latencies
 
 
+def _median_cpu(phases: list[dict[str, float]]) -> dict[str, float]:
+    """Each process's median CPU per event over phases measured alike."""
+    return {name: round(statistics.median(p[name] for p in phases), 1) for name in phases[0]}
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
@@ -282,9 +327,6 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         progress(f"generating {events} events")
         lines = _lines(events, reference_for=settings)
         heap.settle()  # as `lambdalake speed` does once its clients exist (lambdalake/heap.py)
-        progress("processing in-memory batches into Redis")
-        process_rate = _process_rate(settings, redis, lines)
-        progress(f"  {process_rate:,.0f} events/s")
         progress("putting the events on the stream")
         last: dict[str, str] = {}
         for i in range(0, len(lines), 500):
@@ -293,41 +335,68 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
             ):
                 if int(outcome.sequence_number) > int(last.get(outcome.shard_id, "0")):
                     last[outcome.shard_id] = outcome.sequence_number
-        progress("bare read loop over the shards")
-        meter = _CpuMeter(engines)
-        ceiling = _stream_ceiling(settings, bus, len(lines))
-        ceiling_cpu = meter.per_event_us(len(lines))
-        progress(f"  {ceiling:,.0f} events/s; CPU µs per event {ceiling_cpu}")
-        progress("one worker, stream -> views")
-        meter = _CpuMeter(engines)
-        elapsed, worker = _worker_rate(settings, redis, last)
-        worker_cpu = meter.per_event_us(len(lines))
-        worker_rate = len(lines) / elapsed
-        progress(f"  {worker_rate:,.0f} events/s; CPU µs per event {worker_cpu}")
-        progress("bare read loop again, right after the worker")
-        ceiling_after = _stream_ceiling(settings, bus, len(lines))
-        progress(f"  {ceiling_after:,.0f} events/s")
-        ceilings = [round(ceiling), round(ceiling_after)]
-        ceiling = 2 / (1 / ceiling + 1 / ceiling_after)
+        ceilings: list[float] = []
+        rounds: list[tuple[float, dict[str, float]]] = []
+        ceiling_cpus: list[dict[str, float]] = []
+        process_rates: list[float] = []
+        for r in range(ROUNDS):
+            _reset_redis(redis)
+            progress(f"round {r + 1} of {ROUNDS}: processing in-memory batches into Redis")
+            process_rates.append(_process_rate(settings, redis, lines))
+            progress(f"  {process_rates[-1]:,.0f} events/s")
+            _reset_redis(redis)  # before the ceiling: nothing between it and the worker
+            progress(f"round {r + 1} of {ROUNDS}: bare read loop over the shards")
+            meter = _CpuMeter(engines)
+            ceilings.append(_stream_ceiling(settings, bus, len(lines)))
+            ceiling_cpus.append(meter.per_event_us(len(lines)))
+            progress(f"  {ceilings[-1]:,.0f} events/s; CPU µs per event {ceiling_cpus[-1]}")
+            progress(f"round {r + 1} of {ROUNDS}: one worker, stream -> views")
+            elapsed, cpu = _worker_round(settings, redis, engines, last, len(lines))
+            rounds.append((len(lines) / elapsed, cpu))
+            progress(f"  {rounds[-1][0]:,.0f} events/s; CPU µs per event {cpu}")
+        progress("bare read loop again, after the last worker")
+        ceilings.append(_stream_ceiling(settings, bus, len(lines)))
+        progress(f"  {ceilings[-1]:,.0f} events/s")
+        ratios = [
+            rate / (2 / (1 / before + 1 / after))
+            for (rate, _), before, after in zip(rounds, ceilings, ceilings[1:], strict=False)
+        ]
+        progress(f"worker / ceiling by round: {', '.join(f'{x:.1%}' for x in ratios)}")
+        worker_cpu = _median_cpu([cpu for _, cpu in rounds])
         progress("one speed process with every group (views, alerts, enrich), stream -> Redis")
-        meter = _CpuMeter(engines)
-        all_groups_rate = len(lines) / _all_groups_seconds(settings, redis, last)
-        all_groups_cpu = meter.per_event_us(len(lines))
+        _reset_redis(redis)
+        seconds, all_groups_cpu = _all_groups(settings, redis, engines, last, len(lines))
+        all_groups_rate = len(lines) / seconds
         progress(f"  {all_groups_rate:,.0f} events/s; CPU µs per event {all_groups_cpu}")
         figures: dict[str, Any] = {
-            "events_per_s_per_worker": round(worker_rate),
-            "stream_ceiling_events_per_s": round(ceiling),
-            "stream_ceiling_before_after": ceilings,
-            "worker_to_ceiling": round(worker_rate / ceiling, 3),
-            "process_events_per_s": round(process_rate),
+            "events_per_s_per_worker": round(statistics.median(rate for rate, _ in rounds)),
+            "stream_ceiling_events_per_s": round(statistics.median(ceilings)),
+            "worker_to_ceiling": round(statistics.median(ratios), 3),
+            "events_per_s_per_worker_rounds": [round(rate) for rate, _ in rounds],
+            "stream_ceilings": [round(c) for c in ceilings],
+            "worker_to_ceiling_rounds": [round(x, 3) for x in ratios],
+            "process_events_per_s": round(statistics.median(process_rates)),
+            "process_events_per_s_rounds": [round(x) for x in process_rates],
             # where each phase's CPU went (all on this machine's cores): the ratio above is bounded by
             # what the worker and Redis add to the reading that the ceiling pays alone
-            "ceiling_cpu_us_per_event": ceiling_cpu,
+            "ceiling_cpu_us_per_event": _median_cpu(ceiling_cpus),
             "worker_cpu_us_per_event": worker_cpu,
             # what `lambdalake capacity` should plan with: a deployed process runs all three groups
             "events_per_s_all_groups": round(all_groups_rate),
             "all_groups_cpu_us_per_event": all_groups_cpu,
         }
+        _reset_redis(redis)
+        # a fresh worker that starts where the stream is now: the latency probes are all it reads
+        worker = _worker(
+            settings.model_copy(
+                update={
+                    "consumer_starting_position": "AT_TIMESTAMP",
+                    "consumer_starting_timestamp": datetime.now(UTC),
+                }
+            ),
+            redis,
+        )
+        worker.start()
         progress("starting the collector")
         ensure_stream(settings, settings.dlq_stream_name, 1)  # the collector's health needs its DLQ
         collector = CollectorProcess(settings).start(timeout_s=60)
