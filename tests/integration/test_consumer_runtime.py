@@ -22,6 +22,7 @@ from lambdalake.consumer import ConsumerConfig, ConsumerMetrics, ConsumerWorker,
 from lambdalake.consumer.checkpoints import is_sequence
 from lambdalake.settings import Settings
 from lambdalake.stream import TRIM_HORIZON, StreamBus, get_bus
+from lambdalake.stream.bus import Record
 from lambdalake.stream.kinesis import ensure_stream
 from tests.conftest import free_port
 from tests.integration.consumer_worker import (
@@ -215,6 +216,44 @@ def test_at_timestamp_starts_at_the_first_record_at_or_after_it_and_at_the_tip_p
     finally:
         stop(worker)
     assert_exactly_once(redis, tip["ns"], later)
+
+
+def test_latest_skips_what_came_before_and_reads_what_comes_after(
+    engines: Settings, redis: Any, bus: StreamBus, names: dict[str, str]
+) -> None:
+    before = put_events(bus, names["stream"], make_events(300))
+    worker = start_worker(engines, redis, names, starting_position="LATEST")
+    try:
+        # LATEST is where a shard is when its consumer asks for an iterator, a moment after the
+        # start: markers on every shard, sent again until one per shard is applied, say they all have
+        sent: list[tuple[str, str]] = []  # (shard, event_id)
+        deadline = time.monotonic() + 15
+        while True:
+            applied = Ledger.read(redis, names["ns"]).applied
+            if len({shard for shard, event_id in sent if event_id in applied}) == 4:
+                break
+            assert time.monotonic() < deadline, "no marker applied on some shard within 15 s"
+            markers = make_events(40, users=40)
+            outcomes = bus.put_records(
+                names["stream"], [Record(orjson.dumps(e), e["user_id"]) for e in markers]
+            )
+            sent += [(o.shard_id, e["event_id"]) for o, e in zip(outcomes, markers, strict=True)]
+            time.sleep(0.2)
+        after = put_events(bus, names["stream"], make_events(200))
+        after_ids = {i for ids in after.values() for i in ids}
+        wait_until(
+            lambda: after_ids <= Ledger.read(redis, names["ns"]).applied.keys(),
+            30,
+            "the 200 records put after",
+        )
+        time.sleep(0.3)
+    finally:
+        stop(worker)
+    applied = Ledger.read(redis, names["ns"]).applied
+    assert not {i for ids in before.values() for i in ids} & applied.keys(), "nothing from before the start"
+    assert set(applied.values()) == {1}, "nothing applied twice"
+    for key, ids in after.items():
+        assert [i for i in order_of(redis, names["ns"], key) if i in after_ids] == ids, f"order for {key}"
 
 
 def test_poison_record_goes_to_dlq_bisected_and_the_shard_moves_on(
