@@ -277,6 +277,7 @@ class ShardState:
 @dataclass
 class BatchCounts:
     applied: int = 0
+    skipped: int = 0  # of event types the group does nothing with (not remembered for dedupe either)
     duplicates: int = 0
     replayed: int = 0
     invalid: int = 0
@@ -286,6 +287,7 @@ class BatchCounts:
     def as_fields(self) -> dict[str, int]:
         fields = {
             "applied": self.applied,
+            "skipped": self.skipped,
             "duplicates": self.duplicates,
             "replayed": self.replayed,
             "invalid": self.invalid,
@@ -526,7 +528,7 @@ class EffectivelyOnceProcessor:
 
     def _count(self, counts: BatchCounts) -> None:
         events = self.metrics.events
-        for outcome in ("applied", "duplicates", "replayed", "invalid"):
+        for outcome in ("applied", "skipped", "duplicates", "replayed", "invalid"):
             n = getattr(counts, outcome)
             if n:
                 events.labels(self.group, outcome).inc(n)
@@ -688,7 +690,7 @@ class _Flow:
             if counted > maxts:
                 maxts = counted
             if types is not None and event.get("event_type") not in types:
-                applied += 1  # nothing for this group to do: the hwm moves past it
+                counts.skipped += 1  # nothing for this group to do: the hwm moves past it
                 continue
             event_id = event["event_id"]
             if event_id in seen:

@@ -12,7 +12,8 @@ class SpeedMetrics:
         self.registry = registry or CollectorRegistry()
         self.events = Counter(
             "lambdalake_speed_events",
-            "Records by outcome: applied, duplicates (client resends), replayed (already applied), invalid",
+            "Records by outcome: applied, skipped (an event type the group does nothing with), duplicates "
+            "(client resends), replayed (already applied), invalid",
             ["group", "outcome"],
             registry=self.registry,
         )

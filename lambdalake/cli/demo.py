@@ -329,7 +329,7 @@ def _views_stats(settings: Settings) -> dict[bytes, bytes]:
 
 
 def _processed(stats: dict[bytes, bytes]) -> int:
-    return sum(int(stats.get(field, 0)) for field in (b"applied", b"duplicates", b"invalid"))
+    return sum(int(stats.get(field, 0)) for field in (b"applied", b"skipped", b"duplicates", b"invalid"))
 
 
 def _late_for_their_hour(stats: dict[bytes, bytes]) -> int:

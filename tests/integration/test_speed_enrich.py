@@ -54,6 +54,21 @@ def test_orders_are_joined_with_reference_data_and_traits_once(engines: Settings
         if event["event_type"] in ("purchase", "identify")
     }
     assert remembered == acted_on
+    # and the group's counters (first pass) say so: the other event types are skipped, not applied
+    stats = {
+        k.decode(): int(v)
+        for k, v in client.hgetall(SpeedKeys(settings.speed_key_prefix).stats("enrich")).items()
+    }
+    total = sum(len(records) for records in shards.values())
+    other = sum(
+        1
+        for event in (orjson.loads(e.line) for e in emitted if e.kind != "malformed")
+        if event["event_type"] not in ("purchase", "identify")
+    )
+    assert stats["applied"] == len(acted_on)
+    assert stats["skipped"] == other
+    assert stats["applied"] + stats["skipped"] + stats["duplicates"] + stats.get("invalid", 0) == total
+    assert "replayed" not in stats  # the replay wrote nothing (its records were at or below the hwm)
 
     rows = client.xrange(SpeedKeys(settings.speed_key_prefix).orders)
     orders = [orjson.loads(fields[b"order"]) for _, fields in rows]
