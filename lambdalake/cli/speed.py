@@ -23,6 +23,9 @@ def speed(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="Serve /metrics here (default: consumer_metrics_port; +i for worker i)."
     ),
+    worker_of: str = typer.Option(
+        "", "--worker-of", hidden=True, help="'i/n': a worker the first one started."
+    ),
 ) -> None:
     """Keep the Redis views, alerts and enriched orders fresh; SIGTERM stops cleanly."""
     from speed_layer.service import SpeedService, parse_groups
@@ -44,6 +47,8 @@ def speed(
                 ",".join(chosen),
                 "--metrics-port",
                 str(port + i),
+                "--worker-of",
+                f"{i + 1}/{workers}",
             ],
             env=os.environ.copy(),
         )
@@ -56,8 +61,9 @@ def speed(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    index, total = worker_of.split("/") if worker_of else ("1", str(workers))
     typer.echo(
-        f"speed: groups {', '.join(chosen)}; {workers} worker(s); metrics http://127.0.0.1:{port}/metrics",
+        f"speed worker {index} of {total}: groups {', '.join(chosen)}; metrics http://127.0.0.1:{port}/metrics",
         err=True,
     )
     try:
