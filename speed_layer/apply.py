@@ -675,7 +675,7 @@ class _Flow:
         maxts = self.maxts
         counts = BatchCounts()
         new_ids: dict[int, tuple[list[int], list[str]]] = {}  # hour -> ([expireat], event_ids)
-        applied = 0
+        applied = skipped = 0  # locals: most of enrich's events are skipped
         for p in chunk:
             event = p.event
             if event is None:
@@ -690,7 +690,7 @@ class _Flow:
             if counted > maxts:
                 maxts = counted
             if types is not None and event.get("event_type") not in types:
-                counts.skipped += 1  # nothing for this group to do: the hwm moves past it
+                skipped += 1  # nothing for this group to do: the hwm moves past it
                 continue
             event_id = event["event_id"]
             if event_id in seen:
@@ -712,7 +712,7 @@ class _Flow:
             elif expires > entry[0][0]:
                 entry[0][0] = expires
             entry[1].append(event_id)
-        counts.applied = applied
+        counts.applied, counts.skipped = applied, skipped
         hwm = chunk[-1].record.sequence_number
         ops, note = self.builder.drain()
         payload = {
