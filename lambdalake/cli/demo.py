@@ -104,8 +104,8 @@ def demo(
         before, late_before = _processed(stats), _late_for_their_hour(stats)
         accepted = _send(sample)
         typer.echo("    waiting for the speed layer to catch up ...")
-        _wait_for_views(settings, target=before + accepted)
-        _explain_late(settings, _late_for_their_hour(_views_stats(settings)) - late_before, accepted)
+        stats = _wait_for_views(settings, target=before + accepted)
+        _explain_late(settings, _late_for_their_hour(stats) - late_before, accepted)
         _show_views(settings, first_hour)
         _show_lake(settings)
 
@@ -349,22 +349,25 @@ def _explain_late(settings: Settings, late: int, accepted: int) -> None:
         )
 
 
-def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -> None:
+def _wait_for_views(settings: Settings, target: int, timeout_s: float = 300.0) -> dict[bytes, bytes]:
     """Until the views group has processed ``target`` records (every record the sample put on the
-    stream: applied, duplicate or invalid). Not "until the count stands still": a busy machine can
-    stall a consumer for seconds."""
+    stream: applied, duplicate or invalid); returns its counters as last read. Not "until the count
+    stands still": a busy machine can stall a consumer for seconds."""
     deadline = time.monotonic() + timeout_s
-    count = _processed(_views_stats(settings))
+    stats = _views_stats(settings)
+    count = _processed(stats)
     while count < target:
         if time.monotonic() > deadline:
             typer.echo(
                 f"    views still busy after {timeout_s:.0f}s ({count:,} of {target:,} records so far); "
                 "showing them"
             )
-            return
+            return stats
         time.sleep(0.5)
-        count = _processed(_views_stats(settings))
+        stats = _views_stats(settings)
+        count = _processed(stats)
     typer.echo(f"    views caught up: {count:,} records processed")
+    return stats
 
 
 def _show_views(settings: Settings, first_hour: datetime) -> None:
